@@ -1,0 +1,102 @@
+//! Settings of a shard log.
+
+use crate::error::{Error, Result};
+use crate::frame::DATA_BYTES_LIMIT;
+
+/// When appends become durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// An append returns only after its bytes are on stable storage (group commit).
+    Always,
+    /// An append returns once written to the OS; a sync runs at most every `interval_ms`
+    /// (driven by appends and by [`crate::Log::sync_if_due`]). A crash can lose the records
+    /// of the last interval, and their sequence numbers are then reused.
+    Interval {
+        /// The longest time between syncs, in ms.
+        interval_ms: u64,
+    },
+}
+
+/// Settings of one shard log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Roll to a new segment before this many bytes. Default 128 MiB; 4 KiB ..= 1 GiB.
+    pub segment_bytes_max: u64,
+    /// Roll a segment whose first record is this old, in ms. Default 1 h; `None` = never.
+    pub segment_age_max_ms: Option<u64>,
+    /// The largest record payload accepted. Default 1 MiB; at most 10 MiB.
+    pub record_bytes_max: usize,
+    /// Bytes of log between two sparse index entries. Default 16 KiB; 64 B ..= 1 MiB.
+    pub index_interval_bytes: u32,
+    /// Write a recovery point after this many bytes; bounds recovery work. Default 16 MiB.
+    pub checkpoint_interval_bytes: u64,
+    /// When appends are acknowledged. Default [`SyncMode::Always`].
+    pub sync: SyncMode,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes_max: 128 * 1024 * 1024,
+            segment_age_max_ms: Some(60 * 60 * 1000),
+            record_bytes_max: 1024 * 1024,
+            index_interval_bytes: 16 * 1024,
+            checkpoint_interval_bytes: 16 * 1024 * 1024,
+            sync: SyncMode::Always,
+        }
+    }
+}
+
+impl LogConfig {
+    /// Checks every bound, naming the setting that is out of range.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: String| Err(Error::InvalidArgument(what));
+        if !(4096..=1 << 30).contains(&self.segment_bytes_max) {
+            return bad(format!(
+                "segment_bytes_max {} is outside 4 KiB ..= 1 GiB",
+                self.segment_bytes_max
+            ));
+        }
+        if self.record_bytes_max > DATA_BYTES_LIMIT {
+            return bad(format!(
+                "record_bytes_max {} exceeds the format's limit of {DATA_BYTES_LIMIT}",
+                self.record_bytes_max
+            ));
+        }
+        if !(64..=1 << 20).contains(&self.index_interval_bytes) {
+            return bad(format!(
+                "index_interval_bytes {} is outside 64 ..= 1 MiB",
+                self.index_interval_bytes
+            ));
+        }
+        if self.checkpoint_interval_bytes == 0 {
+            return bad("checkpoint_interval_bytes must be positive".into());
+        }
+        if self.segment_age_max_ms == Some(0) {
+            return bad("segment_age_max_ms must be positive".into());
+        }
+        if let SyncMode::Interval { interval_ms: 0 } = self.sync {
+            return bad("sync interval must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        LogConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn out_of_range_settings_are_named() {
+        let c = LogConfig { segment_bytes_max: 10, ..LogConfig::default() };
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("segment_bytes_max"), "{err}");
+        let c = LogConfig { record_bytes_max: 11 << 20, ..LogConfig::default() };
+        assert!(c.validate().unwrap_err().to_string().contains("record_bytes_max"));
+    }
+}

@@ -1,0 +1,910 @@
+//! [`Log`]: one shard's ordered segments, with appends under group commit, reads, seeks
+//! by time, sealing and retention. Recovery on open lives in `recovery`.
+//!
+//! Concurrency: one mutex guards the log's state; appends write under it (a `pwrite` into
+//! the page cache), then wait for durability. The first waiter that finds no sync running
+//! becomes the leader: it notes how far the log is written, releases the lock, syncs, and
+//! publishes that position as durable, waking everyone whose records it covered; appends
+//! that arrived meanwhile form the next group. No lock is held across a data sync except
+//! in the rare roll, seal and checkpoint steps. Readers copy what they need under the lock
+//! (a mapping and the visible length) and decode outside it.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Instant;
+
+use crate::cache::SegmentCache;
+use crate::checkpoint::{self, CKPT_HEADER_BYTES, Checkpoint};
+use crate::config::{LogConfig, SyncMode};
+use crate::error::{Error, Result};
+use crate::frame::{self, FRAME_HEADER_BYTES, KEY_BYTES_LIMIT};
+use crate::fs::{FileHandle, FileSystem, Mapping};
+use crate::header::{FileHeader, HEADER_BYTES};
+use crate::index::{Indexer, SeqIndex, TimeIndex};
+use crate::names::{self, SegmentFile, segment_path};
+use crate::segment::{self, SealedMaps, SealedMeta};
+use crate::types::{Record, RecordIn, SeqNo, TimestampMs};
+
+static LOG_IDS: AtomicU64 = AtomicU64::new(1);
+const SCRATCH_KEEP_BYTES: usize = 16 * 1024 * 1024;
+
+/// What an append wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Sequence of the first record of the batch.
+    pub first: SeqNo,
+    /// Sequence of the last record of the batch.
+    pub last: SeqNo,
+    /// The arrival time given to every record of the batch.
+    pub timestamp: TimestampMs,
+}
+
+/// Records read from a log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadBatch {
+    /// The records, in sequence order, without gaps.
+    pub records: Vec<Record>,
+    /// The sequence to read next.
+    pub next: SeqNo,
+}
+
+/// What a retention pass did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionOutcome {
+    /// Segments deleted.
+    pub segments_deleted: usize,
+    /// The first sequence still on disk afterwards.
+    pub trim_horizon: SeqNo,
+}
+
+/// One shard's durable log. Share it as `Arc<Log>`; every method takes `&self`.
+pub struct Log {
+    pub(crate) dir: PathBuf,
+    pub(crate) fs: Arc<dyn FileSystem>,
+    pub(crate) config: LogConfig,
+    cache: Arc<SegmentCache>,
+    id: u64,
+    state: Mutex<State>,
+    synced: Condvar,
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log").field("dir", &self.dir).finish()
+    }
+}
+
+/// The segment being written.
+pub(crate) struct Active {
+    pub base: SeqNo,
+    pub file: Arc<dyn FileHandle>,
+    pub map: Arc<dyn Mapping>,
+    /// Bytes written to the file (all frames complete).
+    pub written: u64,
+    /// Bytes readers may see.
+    pub visible: u64,
+    pub indexer: Indexer,
+    /// Bytes of `indexer.seq` / `indexer.time` already in the index files.
+    pub flushed_seq: usize,
+    pub flushed_time: usize,
+}
+
+pub(crate) struct State {
+    pub sealed: Vec<SealedMeta>,
+    pub active: Active,
+    pub next_seq: SeqNo,
+    pub last_ts: Option<TimestampMs>,
+    /// Every record below this is on stable storage.
+    pub durable_next: SeqNo,
+    pub sync_running: bool,
+    pub poisoned: Option<String>,
+    pub is_sealed: bool,
+    pub checkpoint_generation: u64,
+    /// Active-segment position of the last recovery point (0 if it is in another segment).
+    pub checkpoint_pos: u64,
+    pub last_sync: Instant,
+    pub scratch: Vec<u8>,
+}
+
+impl Active {
+    fn first_ts(&self) -> Option<TimestampMs> {
+        let t = TimeIndex(&self.indexer.time);
+        (!t.is_empty()).then(|| t.get(0).ts)
+    }
+}
+
+impl State {
+    fn has_records(&self) -> bool {
+        self.next_seq > self.active.base
+    }
+}
+
+/// Where a read continues.
+enum Target {
+    Active {
+        map: Arc<dyn Mapping>,
+        base: SeqNo,
+        visible: u64,
+        entry: (u64, SeqNo),
+    },
+    Sealed(SealedMeta),
+}
+
+impl Log {
+    /// Opens (recovering) or creates the log in `dir`. A new log starts at sequence 0.
+    pub fn open(
+        fs: Arc<dyn FileSystem>,
+        dir: &Path,
+        config: LogConfig,
+        cache: Arc<SegmentCache>,
+    ) -> Result<Log> {
+        config.validate()?;
+        let state = crate::recovery::recover(&*fs, dir, &config)?;
+        Ok(Log {
+            dir: dir.to_path_buf(),
+            fs,
+            config,
+            cache,
+            id: LOG_IDS.fetch_add(1, Ordering::Relaxed),
+            state: Mutex::new(state),
+            synced: Condvar::new(),
+        })
+    }
+
+    /// The shard directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The first sequence still on disk.
+    pub fn trim_horizon(&self) -> SeqNo {
+        let st = self.lock();
+        st.sealed.first().map_or(st.active.base, |m| m.base)
+    }
+
+    /// The sequence the next appended record will get.
+    pub fn next_seq(&self) -> SeqNo {
+        self.lock().next_seq
+    }
+
+    /// The arrival time of the newest record, if any.
+    pub fn last_timestamp(&self) -> Option<TimestampMs> {
+        self.lock().last_ts
+    }
+
+    /// Whether the log is sealed.
+    pub fn is_sealed(&self) -> bool {
+        self.lock().is_sealed
+    }
+
+    /// Appends a batch and returns once it is durable (in [`SyncMode::Always`]). Every
+    /// record of the batch gets the same arrival time: `now`, or the previous record's if
+    /// that is later, so times never decrease.
+    ///
+    /// On error, no record of the batch is acknowledged; some of them may still become
+    /// readable (complete, never partial), as with any at-least-once producer retry.
+    pub fn append(&self, records: &[RecordIn<'_>], now: TimestampMs) -> Result<Appended> {
+        self.check_records(records)?;
+        let mut st = self.lock();
+        self.check_writable(&st)?;
+        let ts = st.last_ts.map_or(now, |t| t.max(now));
+        let first = st.next_seq;
+        let mut rest = records;
+        while !rest.is_empty() {
+            let n = self.make_room(&mut st, rest, ts)?;
+            self.write_chunk(&mut st, &rest[..n], ts)?;
+            rest = &rest[n..];
+        }
+        let appended = Appended {
+            first,
+            last: SeqNo(st.next_seq.0 - 1),
+            timestamp: ts,
+        };
+        match self.config.sync {
+            SyncMode::Always => {
+                let target = st.next_seq;
+                self.wait_durable(st, target)?;
+            }
+            SyncMode::Interval { interval_ms } => {
+                st.active.visible = st.active.written;
+                let due = st.last_sync.elapsed().as_millis() >= u128::from(interval_ms);
+                if due && !st.sync_running {
+                    drop(self.lead_sync(st));
+                }
+            }
+        }
+        Ok(appended)
+    }
+
+    /// In [`SyncMode::Interval`], syncs if the interval has passed and something is
+    /// unsynced. A no-op in [`SyncMode::Always`]. Call it from a timer.
+    pub fn sync_if_due(&self) -> Result<()> {
+        let SyncMode::Interval { interval_ms } = self.config.sync else {
+            return Ok(());
+        };
+        let st = self.lock();
+        let due = st.last_sync.elapsed().as_millis() >= u128::from(interval_ms);
+        if due && !st.sync_running && st.durable_next < st.next_seq && st.poisoned.is_none() {
+            let st = self.lead_sync(st);
+            if let Some(reason) = &st.poisoned {
+                return Err(self.poisoned(reason));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads up to `max_records` records, and up to `max_bytes` of keys and data (at least
+    /// one record when any is available), from `from` on. A `from` older than the trim
+    /// horizon reads from the trim horizon.
+    pub fn read(&self, from: SeqNo, max_records: usize, max_bytes: usize) -> Result<ReadBatch> {
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        let mut seq = from;
+        let rounds = self.lock().sealed.len() + 4;
+        for _ in 0..rounds {
+            let (target, end) = {
+                let mut st = self.lock();
+                let end = self.visible_next(&st);
+                if seq > end {
+                    if out.is_empty() {
+                        return Err(Error::BeyondEnd {
+                            requested: seq,
+                            next: end,
+                        });
+                    }
+                    break;
+                }
+                let trim = st.sealed.first().map_or(st.active.base, |m| m.base);
+                seq = seq.max(trim);
+                if seq >= end || out.len() >= max_records.max(1) {
+                    break;
+                }
+                (self.locate(&mut st, seq), end)
+            };
+            let done = match target {
+                Target::Active {
+                    map,
+                    base,
+                    visible,
+                    entry,
+                } => {
+                    let limit = Limits { end, max_records, max_bytes };
+                    let path = segment::log_path(&self.dir, base);
+                    let bytes_in = &map.bytes()[..visible as usize];
+                    read_frames(bytes_in, &path, entry, seq, &limit, &mut out, &mut bytes)?
+                }
+                Target::Sealed(meta) => {
+                    let maps = match self.sealed_maps(&meta) {
+                        Ok(m) => m,
+                        // Retention may have deleted it since: go again from the new horizon.
+                        Err(_) if !self.holds_segment(meta.base) => continue,
+                        Err(e) => return Err(e),
+                    };
+                    let limit = Limits { end: end.min(meta.end), max_records, max_bytes };
+                    let path = segment::log_path(&self.dir, meta.base);
+                    let sidx = SeqIndex(maps.seq.entries());
+                    let entry = floor_entry(&sidx, meta.base, seq);
+                    let bytes_in = &maps.log.bytes()[..maps.log_len as usize];
+                    let done = read_frames(bytes_in, &path, entry, seq, &limit, &mut out, &mut bytes)?;
+                    if !done && out.last().is_none_or(|r| r.seq.next() < limit.end) && limit.end == meta.end {
+                        let have = out.last().map_or(seq, |r| r.seq.next());
+                        if have < meta.end {
+                            return Err(Error::corrupt(
+                                path,
+                                maps.log_len,
+                                format!("segment ends before records {have}..{} (missing)", meta.end),
+                            ));
+                        }
+                    }
+                    done
+                }
+            };
+            if let Some(r) = out.last() {
+                seq = r.seq.next();
+            }
+            if done {
+                break;
+            }
+        }
+        let next = out.last().map_or(seq, |r| r.seq.next());
+        Ok(ReadBatch { records: out, next })
+    }
+
+    /// The sequence of the first record whose arrival time is at or after `t`, or the next
+    /// sequence to be written if there is none yet.
+    pub fn seek_time(&self, t: TimestampMs) -> Result<SeqNo> {
+        let (target, end) = {
+            let mut st = self.lock();
+            let end = self.visible_next(&st);
+            match st.sealed.iter().find(|m| m.max_ts.is_some_and(|m| m >= t)) {
+                Some(meta) => (Target::Sealed(*meta), end),
+                None => {
+                    let tidx = TimeIndex(&st.active.indexer.time);
+                    let from = tidx.last_before(t).map_or(st.active.base, |e| SeqNo(st.active.base.0 + u64::from(e.rel)));
+                    (self.locate(&mut st, from), end)
+                }
+            }
+        };
+        match target {
+            Target::Active { map, base, visible, entry } => {
+                let path = segment::log_path(&self.dir, base);
+                first_at_or_after(&map.bytes()[..visible as usize], &path, entry, t, end)
+            }
+            Target::Sealed(meta) => {
+                let maps = self.sealed_maps(&meta)?;
+                let tidx = TimeIndex(maps.time.entries());
+                let from = tidx.last_before(t).map_or(meta.base, |e| SeqNo(meta.base.0 + u64::from(e.rel)));
+                let entry = floor_entry(&SeqIndex(maps.seq.entries()), meta.base, from);
+                let path = segment::log_path(&self.dir, meta.base);
+                let found = first_at_or_after(&maps.log.bytes()[..maps.log_len as usize], &path, entry, t, meta.end)?;
+                Ok(found.min(end))
+            }
+        }
+    }
+
+    /// Closes the log for writes, durably; idempotent. Returns the last record's sequence,
+    /// or `None` if the log never held a record.
+    pub fn seal(&self) -> Result<Option<SeqNo>> {
+        let mut st = self.lock();
+        if !st.is_sealed {
+            if let Some(reason) = &st.poisoned {
+                return Err(self.poisoned(reason));
+            }
+            self.sync_active_locked(&mut st)?;
+            let marker = self.dir.join(names::SEALED);
+            let bytes = checkpoint::encode_seal(st.next_seq);
+            self.write_atomically(&marker, &bytes)
+                .inspect_err(|e| self.poison_on_sync_error(&mut st, e))?;
+            st.is_sealed = true;
+            tracing::info!(log = %self.dir.display(), next_seq = %st.next_seq, "sealed");
+        }
+        Ok(st.next_seq.0.checked_sub(1).map(SeqNo))
+    }
+
+    /// Reopens a sealed log for writes (used when a reshard that sealed it is rolled back).
+    pub fn unseal(&self) -> Result<()> {
+        let mut st = self.lock();
+        if st.is_sealed {
+            let marker = self.dir.join(names::SEALED);
+            self.fs.remove_file(&marker).map_err(|e| Error::io(&marker, e))?;
+            self.fs.sync_dir(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+            st.is_sealed = false;
+        }
+        Ok(())
+    }
+
+    /// Deletes whole segments whose newest record is older than `now - retention_ms`,
+    /// oldest first. An active segment that old is rolled first, so an idle shard's data
+    /// expires too; the active segment itself is never deleted.
+    pub fn apply_retention(&self, now: TimestampMs, retention_ms: u64) -> Result<RetentionOutcome> {
+        let cutoff = now.0.saturating_sub(retention_ms);
+        let mut st = self.lock();
+        let expired_active = st.has_records() && st.last_ts.is_some_and(|t| t.0 < cutoff);
+        if expired_active && !st.is_sealed && st.poisoned.is_none() {
+            self.roll(&mut st, now)?;
+        }
+        let mut deleted = 0;
+        while let Some(meta) = st.sealed.first().copied() {
+            if meta.max_ts.is_some_and(|t| t.0 >= cutoff) {
+                break;
+            }
+            self.cache.remove((self.id, meta.base.0));
+            let renamed = self.rename_segment_deleted(meta.base);
+            if renamed.is_ok() || !self.fs.exists(&segment_path(&self.dir, meta.base, SegmentFile::Log)) {
+                st.sealed.remove(0);
+                deleted += 1;
+            }
+            renamed?;
+        }
+        if deleted > 0 {
+            self.fs.sync_dir(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+            crate::recovery::remove_leftovers(&*self.fs, &self.dir)?;
+            tracing::info!(log = %self.dir.display(), segments = deleted, "retention deleted segments");
+        }
+        let trim_horizon = st.sealed.first().map_or(st.active.base, |m| m.base);
+        Ok(RetentionOutcome { segments_deleted: deleted, trim_horizon })
+    }
+
+    /// Syncs everything and writes a recovery point, so the next open scans nothing.
+    /// The log stays usable.
+    pub fn close(&self) -> Result<()> {
+        let mut st = self.lock();
+        if let Some(reason) = &st.poisoned {
+            return Err(self.poisoned(reason));
+        }
+        self.sync_active_locked(&mut st)?;
+        let (pos, next, ts) = (st.active.written, st.next_seq, st.last_ts);
+        self.write_checkpoint(&mut st, pos, next, ts)
+    }
+
+    /// The number of segments (sealed and active).
+    pub fn segment_count(&self) -> usize {
+        self.lock().sealed.len() + 1
+    }
+
+    // ---- private helpers ----
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn poisoned(&self, reason: &str) -> Error {
+        Error::Poisoned {
+            path: self.dir.clone(),
+            reason: reason.to_owned(),
+        }
+    }
+
+    fn visible_next(&self, st: &State) -> SeqNo {
+        match self.config.sync {
+            SyncMode::Always => st.durable_next,
+            SyncMode::Interval { .. } => st.next_seq,
+        }
+    }
+
+    fn holds_segment(&self, base: SeqNo) -> bool {
+        self.lock().sealed.iter().any(|m| m.base == base)
+    }
+
+    fn check_records(&self, records: &[RecordIn<'_>]) -> Result<()> {
+        if records.is_empty() {
+            return Err(Error::InvalidArgument("an append needs at least one record".into()));
+        }
+        for (i, r) in records.iter().enumerate() {
+            if r.data.len() > self.config.record_bytes_max {
+                return Err(Error::InvalidArgument(format!(
+                    "record {i}: data of {} bytes exceeds the maximum of {} bytes",
+                    r.data.len(),
+                    self.config.record_bytes_max
+                )));
+            }
+            if r.partition_key.len() > KEY_BYTES_LIMIT {
+                return Err(Error::InvalidArgument(format!(
+                    "record {i}: partition key of {} bytes exceeds {KEY_BYTES_LIMIT} bytes",
+                    r.partition_key.len()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_writable(&self, st: &State) -> Result<()> {
+        if let Some(reason) = &st.poisoned {
+            return Err(self.poisoned(reason));
+        }
+        if st.is_sealed {
+            return Err(Error::Sealed { path: self.dir.clone() });
+        }
+        Ok(())
+    }
+
+    /// Rolls if the active segment is too old or too full for the next record, and returns
+    /// how many of `rest` fit in the active segment (at least one).
+    fn make_room(&self, st: &mut State, rest: &[RecordIn<'_>], now: TimestampMs) -> Result<usize> {
+        let too_old = match (self.config.segment_age_max_ms, st.active.first_ts()) {
+            (Some(age), Some(first)) => now.0.saturating_sub(first.0) >= age,
+            _ => false,
+        };
+        let first_len = frame::encoded_len(&rest[0]) as u64;
+        let too_full = st.active.written + first_len > self.config.segment_bytes_max;
+        if st.has_records() && (too_old || too_full) {
+            self.roll(st, now)?;
+        }
+        let mut size = st.active.written;
+        let mut n = 0;
+        for r in rest {
+            let len = frame::encoded_len(r) as u64;
+            if n > 0 && size + len > self.config.segment_bytes_max {
+                break;
+            }
+            size += len;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn write_chunk(&self, st: &mut State, chunk: &[RecordIn<'_>], ts: TimestampMs) -> Result<()> {
+        let mut buf = std::mem::take(&mut st.scratch);
+        buf.clear();
+        let start = st.active.written;
+        let mark = st.active.indexer.clone_marks();
+        for (i, r) in chunk.iter().enumerate() {
+            let seq = SeqNo(st.next_seq.0 + i as u64);
+            let rel = (seq.0 - st.active.base.0) as u32;
+            st.active.indexer.observe(rel, (start + buf.len() as u64) as u32, ts);
+            frame::encode(r, seq, ts, &mut buf);
+        }
+        let result = st.active.file.write_all_at(start, &buf);
+        let len = buf.len() as u64;
+        if buf.capacity() <= SCRATCH_KEEP_BYTES {
+            st.scratch = buf;
+        }
+        let path = segment::log_path(&self.dir, st.active.base);
+        match result {
+            Ok(()) => {
+                st.active.written += len;
+                st.next_seq = SeqNo(st.next_seq.0 + chunk.len() as u64);
+                st.last_ts = Some(ts);
+                Ok(())
+            }
+            Err(e) => {
+                st.active.indexer.restore_marks(mark);
+                // Cut off whatever part of the batch landed, so it cannot resurface.
+                if let Err(cut) = st.active.file.set_len(start) {
+                    st.poisoned = Some(format!("could not undo a failed write: {cut}"));
+                }
+                Err(Error::io(path, e))
+            }
+        }
+    }
+
+    /// Waits until every record below `target` is durable, leading a sync when none runs.
+    fn wait_durable<'a>(&'a self, mut st: MutexGuard<'a, State>, target: SeqNo) -> Result<()> {
+        loop {
+            if st.durable_next >= target {
+                return Ok(());
+            }
+            if let Some(reason) = &st.poisoned {
+                return Err(self.poisoned(reason));
+            }
+            st = if st.sync_running {
+                self.synced.wait(st).unwrap_or_else(|e| e.into_inner())
+            } else {
+                self.lead_sync(st)
+            };
+        }
+    }
+
+    /// Syncs the active segment without holding the lock, then publishes the result.
+    fn lead_sync<'a>(&'a self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        st.sync_running = true;
+        let (base, pos, next, ts) = (st.active.base, st.active.written, st.next_seq, st.last_ts);
+        let file = st.active.file.clone();
+        drop(st);
+        let result = file.sync_data();
+        let mut st = self.lock();
+        st.sync_running = false;
+        st.last_sync = Instant::now();
+        match result {
+            Ok(()) => {
+                st.durable_next = st.durable_next.max(next);
+                if st.active.base == base {
+                    st.active.visible = st.active.visible.max(pos);
+                    let due = pos.saturating_sub(st.checkpoint_pos) >= self.config.checkpoint_interval_bytes;
+                    if due && st.poisoned.is_none() {
+                        if let Err(e) = self.write_checkpoint(&mut st, pos, next, ts) {
+                            tracing::warn!(log = %self.dir.display(), error = %e, "could not write a recovery point");
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(log = %self.dir.display(), error = %e, "sync failed; the log is poisoned");
+                st.poisoned = Some(format!("sync failed: {e}"));
+            }
+        }
+        self.synced.notify_all();
+        st
+    }
+
+    /// Syncs the active segment under the lock and publishes everything as durable.
+    fn sync_active_locked(&self, st: &mut State) -> Result<()> {
+        let path = segment::log_path(&self.dir, st.active.base);
+        if let Err(e) = st.active.file.sync_data() {
+            st.poisoned = Some(format!("sync failed: {e}"));
+            self.synced.notify_all();
+            return Err(Error::io(path, e));
+        }
+        st.durable_next = st.next_seq;
+        st.active.visible = st.active.written;
+        self.synced.notify_all();
+        Ok(())
+    }
+
+    fn poison_on_sync_error(&self, st: &mut State, e: &Error) {
+        if matches!(e, Error::Io { .. } | Error::Full { .. }) {
+            st.poisoned = Some(e.to_string());
+        }
+    }
+
+    /// Seals the active segment and starts a new one at the next sequence.
+    fn roll(&self, st: &mut State, now: TimestampMs) -> Result<()> {
+        self.sync_active_locked(st)?;
+        if let (Some(ts), true) = (st.last_ts, st.has_records()) {
+            let last_rel = (st.next_seq.0 - 1 - st.active.base.0) as u32;
+            st.active.indexer.finish(last_rel, ts);
+        }
+        self.flush_indexes(st).inspect_err(|e| self.poison_on_sync_error(st, e))?;
+        let base = st.next_seq;
+        let path = segment::log_path(&self.dir, base);
+        let header = FileHeader { kind: SegmentFile::Log, base, created: now };
+        let file = segment::create_file_with_header(&*self.fs, &path, &header)?;
+        let synced = file.sync_data().and_then(|()| self.fs.sync_dir(&self.dir));
+        if let Err(e) = synced {
+            st.poisoned = Some(format!("sync failed: {e}"));
+            return Err(Error::io(&path, e));
+        }
+        let map = file.map(self.map_capacity()).map_err(|e| Error::io(&path, e))?;
+        let old = std::mem::replace(
+            &mut st.active,
+            Active {
+                base,
+                file,
+                map,
+                written: HEADER_BYTES as u64,
+                visible: HEADER_BYTES as u64,
+                indexer: Indexer::new(self.config.index_interval_bytes),
+                flushed_seq: 0,
+                flushed_time: 0,
+            },
+        );
+        let max_ts = if base > old.base { st.last_ts } else { None };
+        st.sealed.push(SealedMeta { base: old.base, end: base, max_ts });
+        st.checkpoint_pos = 0;
+        tracing::info!(log = %self.dir.display(), sealed = %old.base, active = %base, bytes = old.written, "rolled segment");
+        let ts = st.last_ts;
+        self.write_checkpoint(st, HEADER_BYTES as u64, base, ts)
+            .inspect_err(|e| self.poison_on_sync_error(st, e))
+    }
+
+    pub(crate) fn map_capacity(&self) -> u64 {
+        map_capacity(&self.config)
+    }
+
+    /// Writes the active segment's unflushed index entries and syncs the index files.
+    fn flush_indexes(&self, st: &mut State) -> Result<()> {
+        let base = st.active.base;
+        let (seq_from, time_from) = (st.active.flushed_seq, st.active.flushed_time);
+        flush_index(&*self.fs, &self.dir, base, SegmentFile::SeqIndex, &st.active.indexer.seq, seq_from)?;
+        st.active.flushed_seq = st.active.indexer.seq.len();
+        flush_index(&*self.fs, &self.dir, base, SegmentFile::TimeIndex, &st.active.indexer.time, time_from)?;
+        st.active.flushed_time = st.active.indexer.time.len();
+        Ok(())
+    }
+
+    /// Flushes the indexes, then records `pos` (durable) as the recovery point.
+    fn write_checkpoint(&self, st: &mut State, pos: u64, next: SeqNo, ts: Option<TimestampMs>) -> Result<()> {
+        self.flush_indexes(st)?;
+        let c = Checkpoint {
+            generation: st.checkpoint_generation + 1,
+            base: st.active.base,
+            position: pos,
+            next_seq: next,
+            last_ts: ts,
+        };
+        write_checkpoint_slot(&*self.fs, &self.dir, &c)?;
+        st.checkpoint_generation = c.generation;
+        st.checkpoint_pos = pos;
+        Ok(())
+    }
+
+    fn write_atomically(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        let tmp = names::tmp_path(path);
+        if self.fs.exists(&tmp) {
+            self.fs.remove_file(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        }
+        let file = self.fs.create_new(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        file.write_all_at(0, bytes).map_err(|e| Error::io(&tmp, e))?;
+        file.sync_data().map_err(|e| Error::io(&tmp, e))?;
+        self.fs.rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+        self.fs.sync_dir(&self.dir).map_err(|e| Error::io(&self.dir, e))
+    }
+
+    /// Renames a segment's files to `*.deleted`, the log first: once the log is gone the
+    /// segment is gone, and stray index files are cleaned up at the next open.
+    fn rename_segment_deleted(&self, base: SeqNo) -> Result<()> {
+        for kind in SegmentFile::ALL {
+            let path = segment_path(&self.dir, base, kind);
+            if self.fs.exists(&path) {
+                let to = names::deleted_path(&path);
+                self.fs.rename(&path, &to).map_err(|e| Error::io(&path, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Finds where `seq` is: in the active segment (with a start position from its index),
+    /// or in a sealed segment.
+    fn locate(&self, st: &mut State, seq: SeqNo) -> Target {
+        if seq >= st.active.base {
+            let active = &mut st.active;
+            if (active.map.bytes().len() as u64) < active.visible {
+                // Only the simulated disk maps a snapshot; the real one maps full capacity.
+                if let Ok(map) = active.file.map(map_capacity(&self.config)) {
+                    active.map = map;
+                }
+            }
+            let visible = active.visible.min(active.map.bytes().len() as u64);
+            let entry = floor_entry(&SeqIndex(&active.indexer.seq), active.base, seq);
+            return Target::Active { map: active.map.clone(), base: active.base, visible, entry };
+        }
+        let i = st.sealed.partition_point(|m| m.end <= seq);
+        match st.sealed.get(i) {
+            Some(meta) => Target::Sealed(*meta),
+            None => Target::Sealed(SealedMeta { base: seq, end: seq, max_ts: None }),
+        }
+    }
+
+    fn sealed_maps(&self, meta: &SealedMeta) -> Result<Arc<SealedMaps>> {
+        if let Some(maps) = self.cache.get((self.id, meta.base.0)) {
+            return Ok(maps);
+        }
+        let (maps, _scan) = segment::open_sealed(&*self.fs, &self.dir, meta, self.config.index_interval_bytes)?;
+        let maps = Arc::new(maps);
+        self.cache.insert((self.id, meta.base.0), maps.clone());
+        Ok(maps)
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        self.cache.remove_log(self.id);
+    }
+}
+
+/// The length the active segment is mapped with: it never needs remapping.
+pub(crate) fn map_capacity(config: &LogConfig) -> u64 {
+    config.segment_bytes_max
+        + (FRAME_HEADER_BYTES + 16 + KEY_BYTES_LIMIT + config.record_bytes_max) as u64
+}
+
+/// Writes index entries `entries[from..]` to the index file (creating it when `from` is
+/// 0), and syncs it.
+pub(crate) fn flush_index(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    base: SeqNo,
+    kind: SegmentFile,
+    entries: &[u8],
+    from: usize,
+) -> Result<()> {
+    let path = segment_path(dir, base, kind);
+    let file = if from == 0 {
+        let header = FileHeader { kind, base, created: TimestampMs(0) };
+        let file = segment::create_file_with_header(fs, &path, &header)?;
+        fs.sync_dir(dir).map_err(|e| Error::io(dir, e))?;
+        file
+    } else {
+        fs.open(&path).map_err(|e| Error::io(&path, e))?
+    };
+    if from < entries.len() {
+        file.write_all_at((HEADER_BYTES + from) as u64, &entries[from..])
+            .map_err(|e| Error::io(&path, e))?;
+    }
+    file.sync_data().map_err(|e| Error::io(&path, e))
+}
+
+/// Writes one checkpoint slot, creating the file when it is missing.
+pub(crate) fn write_checkpoint_slot(fs: &dyn FileSystem, dir: &Path, c: &Checkpoint) -> Result<()> {
+    let path = dir.join(names::CHECKPOINT);
+    let file = if fs.exists(&path) {
+        fs.open(&path).map_err(|e| Error::io(&path, e))?
+    } else {
+        let file = fs.create_new(&path).map_err(|e| Error::io(&path, e))?;
+        file.write_all_at(0, &Checkpoint::encode_file_header())
+            .map_err(|e| Error::io(&path, e))?;
+        file.sync_data().map_err(|e| Error::io(&path, e))?;
+        fs.sync_dir(dir).map_err(|e| Error::io(dir, e))?;
+        file
+    };
+    debug_assert!(c.slot_offset() >= CKPT_HEADER_BYTES as u64);
+    file.write_all_at(c.slot_offset(), &c.encode_slot())
+        .map_err(|e| Error::io(&path, e))?;
+    file.sync_data().map_err(|e| Error::io(&path, e))
+}
+
+/// The index entry to start a search for `seq` from: (position, sequence at it).
+fn floor_entry(sidx: &SeqIndex<'_>, base: SeqNo, seq: SeqNo) -> (u64, SeqNo) {
+    let rel = u32::try_from(seq.0.saturating_sub(base.0)).unwrap_or(u32::MAX);
+    match sidx.floor(rel) {
+        Some(e) => (u64::from(e.pos), SeqNo(base.0 + u64::from(e.rel))),
+        None => (HEADER_BYTES as u64, base),
+    }
+}
+
+struct Limits {
+    /// One past the last sequence that may be returned.
+    end: SeqNo,
+    max_records: usize,
+    max_bytes: usize,
+}
+
+/// Decodes frames of one segment from an index entry, collecting those from `from` on.
+/// Returns true when a limit stopped the read (as opposed to the segment's end).
+fn read_frames(
+    bytes: &[u8],
+    path: &Path,
+    entry: (u64, SeqNo),
+    from: SeqNo,
+    limit: &Limits,
+    out: &mut Vec<Record>,
+    total: &mut usize,
+) -> Result<bool> {
+    let mut frames = Frames::new(bytes, path, entry)?;
+    while let Some(f) = frames.next_frame()? {
+        if f.seq >= limit.end {
+            return Ok(false);
+        }
+        if f.seq < from {
+            continue;
+        }
+        let size = f.data.len() + f.partition_key.len();
+        if out.len() >= limit.max_records.max(1) || (!out.is_empty() && *total + size > limit.max_bytes) {
+            return Ok(true);
+        }
+        *total += size;
+        out.push(f.to_record());
+    }
+    Ok(false)
+}
+
+/// The sequence of the first frame at or after time `t`, or `end` if none is visible.
+fn first_at_or_after(bytes: &[u8], path: &Path, entry: (u64, SeqNo), t: TimestampMs, end: SeqNo) -> Result<SeqNo> {
+    let mut frames = Frames::new(bytes, path, entry)?;
+    while let Some(f) = frames.next_frame()? {
+        if f.seq >= end {
+            break;
+        }
+        if f.timestamp >= t {
+            return Ok(f.seq);
+        }
+    }
+    Ok(end)
+}
+
+/// Iterates over the frames of a segment from an index hint, checking every CRC and that
+/// sequences follow each other. A hint that does not point at the frame it names is
+/// dropped for a scan from the segment's start; damage after that is an error.
+struct Frames<'a> {
+    bytes: &'a [u8],
+    path: &'a Path,
+    pos: u64,
+    expect: SeqNo,
+}
+
+impl<'a> Frames<'a> {
+    fn new(bytes: &'a [u8], path: &'a Path, entry: (u64, SeqNo)) -> Result<Frames<'a>> {
+        let (pos, expect) = entry;
+        let hint_ok = bytes
+            .get(pos as usize..)
+            .and_then(|b| frame::decode(b).ok())
+            .is_some_and(|f| f.seq == expect);
+        if hint_ok || pos as usize >= bytes.len() {
+            Ok(Frames { bytes, path, pos, expect })
+        } else {
+            Frames::from_start(bytes, path)
+        }
+    }
+
+    fn from_start(bytes: &'a [u8], path: &'a Path) -> Result<Frames<'a>> {
+        let header = FileHeader::decode(bytes, SegmentFile::Log).map_err(|why| Error::corrupt(path, 0, why))?;
+        Ok(Frames { bytes, path, pos: HEADER_BYTES as u64, expect: header.base })
+    }
+
+    fn next_frame(&mut self) -> Result<Option<frame::FrameRef<'a>>> {
+        let Some(rest) = self.bytes.get(self.pos as usize..) else {
+            return Ok(None);
+        };
+        if rest.is_empty() {
+            return Ok(None);
+        }
+        let f = frame::decode(rest).map_err(|e| {
+            let why = match e {
+                frame::FrameError::Truncated => "frame cut short".to_owned(),
+                frame::FrameError::Invalid(why) => why,
+            };
+            Error::corrupt(self.path, self.pos, why)
+        })?;
+        if f.seq != self.expect {
+            return Err(Error::corrupt(
+                self.path,
+                self.pos,
+                format!("sequence {} where {} was expected", f.seq, self.expect),
+            ));
+        }
+        self.pos += f.frame_len as u64;
+        self.expect = f.seq.next();
+        Ok(Some(f))
+    }
+}

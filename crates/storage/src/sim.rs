@@ -1,0 +1,635 @@
+//! A simulated disk for crash and fault tests: [`SimFs`].
+//!
+//! Fault model (what a real machine can do to us, and what this disk reproduces):
+//! - File contents: every file keeps its *live* bytes (what reads see) and its *durable*
+//!   bytes (what survives a power loss). `sync_data` copies live to durable.
+//! - Names: creates, renames and removes change the live namespace at once and the durable
+//!   namespace only when the parent directory is synced (`sync_dir`). Directories created
+//!   with `create_dir_all` are durable at once (a simplification: the engine syncs the parent
+//!   after creating shard directories anyway).
+//! - Crash: [`SimFs::crash`] throws away everything not durable. With
+//!   [`CrashMode::TornTail`] a random prefix of each file's unsynced appended bytes survives,
+//!   as a torn write would leave it.
+//! - Power cut: [`SimFs::power_cut_after`] lets N more mutating operations succeed, tears the
+//!   next one (a write may land partly) and fails every mutating operation after it, until
+//!   `crash` is called. Looping N over every value crashes a workload at every boundary.
+//! - I/O errors: the Nth write or sync from now can fail with any `io::ErrorKind` (EIO,
+//!   ENOSPC...), a write optionally torn at a byte; the disk can be made full.
+//!
+//! Everything is deterministic: the only randomness is the seed given to `TornTail`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::fs::{FileHandle, FileSystem, Mapping};
+
+/// What survives a simulated crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashMode {
+    /// Only synced bytes and synced names survive.
+    DropUnsynced,
+    /// As `DropUnsynced`, but each file whose unsynced change was an append keeps a random
+    /// prefix of the appended bytes (a torn write). The seed picks the prefix lengths.
+    TornTail {
+        /// Seed for the prefix lengths.
+        seed: u64,
+    },
+}
+
+/// Counts of the operations the simulated disk has seen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SimStats {
+    /// Mutating operations (writes, truncations, syncs, creates, renames, removes).
+    pub mutations: u64,
+    /// `write_all_at` calls.
+    pub writes: u64,
+    /// `sync_data` and `sync_dir` calls.
+    pub syncs: u64,
+}
+
+/// An in-memory disk with separate live and durable state. Cloning shares the disk.
+#[derive(Debug, Clone, Default)]
+pub struct SimFs {
+    state: Arc<Mutex<State>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Node {
+    Dir,
+    File(u64),
+}
+
+#[derive(Debug, Default)]
+struct Inode {
+    live: Vec<u8>,
+    durable: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Planned {
+    countdown: u64,
+    kind: io::ErrorKind,
+    tear_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    live: BTreeMap<PathBuf, Node>,
+    durable: BTreeMap<PathBuf, Node>,
+    inodes: HashMap<u64, Inode>,
+    inode_next: u64,
+    stats: SimStats,
+    write_fault: Option<Planned>,
+    sync_fault: Option<Planned>,
+    power_cut: Option<Planned>,
+    powered_off: bool,
+    disk_full: bool,
+    /// The error kind a torn write fails with once its prefix has landed.
+    write_fault_pending_kind: Option<io::ErrorKind>,
+}
+
+enum Op<'a> {
+    Write(&'a [u8]),
+    Sync,
+    Other,
+}
+
+impl State {
+    /// Decides whether a mutating operation may proceed. `Ok(None)`: go ahead.
+    /// `Ok(Some(n))`: a write lands only its first `n` bytes, then fails. `Err`: fails.
+    fn admit(&mut self, op: &Op<'_>) -> io::Result<Option<usize>> {
+        self.stats.mutations += 1;
+        match op {
+            Op::Write(_) => self.stats.writes += 1,
+            Op::Sync => self.stats.syncs += 1,
+            Op::Other => {}
+        }
+        if self.powered_off {
+            return Err(io::Error::other("simulated power cut: the disk is gone"));
+        }
+        if let Some(plan) = self.power_cut.as_mut() {
+            if plan.countdown == 0 {
+                self.powered_off = true;
+                let tear = plan.tear_bytes;
+                self.power_cut = None;
+                return match (op, tear) {
+                    (Op::Write(buf), Some(n)) => Ok(Some(n.min(buf.len()))),
+                    _ => Err(io::Error::other("simulated power cut: the disk is gone")),
+                };
+            }
+            plan.countdown -= 1;
+        }
+        let slot = match op {
+            Op::Write(_) => &mut self.write_fault,
+            Op::Sync => &mut self.sync_fault,
+            Op::Other => return Ok(None),
+        };
+        if let Some(plan) = slot.as_mut() {
+            if plan.countdown == 0 {
+                let plan = *plan;
+                *slot = None;
+                return match (op, plan.tear_bytes) {
+                    (Op::Write(buf), Some(n)) => {
+                        // Signal a torn write through the error kind of the plan.
+                        self.write_fault_pending_kind = Some(plan.kind);
+                        Ok(Some(n.min(buf.len())))
+                    }
+                    _ => Err(io::Error::new(plan.kind, "simulated I/O fault")),
+                };
+            }
+            plan.countdown -= 1;
+        }
+        Ok(None)
+    }
+
+    fn inode(&mut self, id: u64) -> io::Result<&mut Inode> {
+        self.inodes
+            .get_mut(&id)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "stale simulated inode"))
+    }
+
+    fn file_at(&self, path: &Path) -> io::Result<u64> {
+        match self.live.get(path) {
+            Some(Node::File(id)) => Ok(*id),
+            Some(Node::Dir) => Err(io::Error::new(
+                io::ErrorKind::IsADirectory,
+                format!("{} is a directory", path.display()),
+            )),
+            None => Err(not_found(path)),
+        }
+    }
+}
+
+fn not_found(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{}: no such file", path.display()),
+    )
+}
+
+impl SimFs {
+    /// A new, empty disk.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A shareable handle to this disk as a [`FileSystem`].
+    pub fn shared(&self) -> Arc<dyn FileSystem> {
+        Arc::new(self.clone())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock is a bug in a test; keep going with the state.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Operation counts so far.
+    pub fn stats(&self) -> SimStats {
+        self.lock().stats
+    }
+
+    /// The `n`th write from now (0 = the next) fails with `kind`; with `tear_bytes`, its
+    /// first bytes land before it fails.
+    pub fn fail_nth_write(&self, n: u64, kind: io::ErrorKind, tear_bytes: Option<usize>) {
+        self.lock().write_fault = Some(Planned {
+            countdown: n,
+            kind,
+            tear_bytes,
+        });
+    }
+
+    /// The `n`th sync from now (0 = the next) fails with `kind`.
+    pub fn fail_nth_sync(&self, n: u64, kind: io::ErrorKind) {
+        self.lock().sync_fault = Some(Planned {
+            countdown: n,
+            kind,
+            tear_bytes: None,
+        });
+    }
+
+    /// While full, every write that would grow a file fails with `StorageFull` (ENOSPC).
+    pub fn set_disk_full(&self, full: bool) {
+        self.lock().disk_full = full;
+    }
+
+    /// Cancels planned faults (not a power cut already in effect).
+    pub fn clear_faults(&self) {
+        let mut s = self.lock();
+        s.write_fault = None;
+        s.sync_fault = None;
+        s.disk_full = false;
+    }
+
+    /// Lets `ops` more mutating operations succeed; the next one fails (a write lands its
+    /// first `tear_bytes` bytes, if given) and so does every one after it until [`crash`].
+    ///
+    /// [`crash`]: SimFs::crash
+    pub fn power_cut_after(&self, ops: u64, tear_bytes: Option<usize>) {
+        self.lock().power_cut = Some(Planned {
+            countdown: ops,
+            kind: io::ErrorKind::Other,
+            tear_bytes,
+        });
+    }
+
+    /// Whether a power cut has happened and `crash` has not been called since.
+    pub fn is_powered_off(&self) -> bool {
+        self.lock().powered_off
+    }
+
+    /// Simulates the machine losing power and booting again: everything not durable is
+    /// lost (see [`CrashMode`]). Planned faults are cleared and the disk works again.
+    pub fn crash(&self, mode: CrashMode) {
+        let mut s = self.lock();
+        let mut rng = match mode {
+            CrashMode::DropUnsynced => None,
+            CrashMode::TornTail { seed } => Some(SplitMix(seed)),
+        };
+        s.live = s.durable.clone();
+        let referenced: std::collections::HashSet<u64> = s
+            .durable
+            .values()
+            .filter_map(|n| match n {
+                Node::File(id) => Some(*id),
+                Node::Dir => None,
+            })
+            .collect();
+        s.inodes.retain(|id, _| referenced.contains(id));
+        let mut ids: Vec<u64> = s.inodes.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let Some(inode) = s.inodes.get_mut(&id) else {
+                continue;
+            };
+            let appended = inode.live.len() > inode.durable.len()
+                && inode.live[..inode.durable.len()] == inode.durable[..];
+            let mut survivor = inode.durable.clone();
+            if let (true, Some(rng)) = (appended, rng.as_mut()) {
+                let extra = inode.live.len() - inode.durable.len();
+                let keep = (rng.next() % (extra as u64 + 1)) as usize;
+                survivor.extend_from_slice(&inode.live[inode.durable.len()..][..keep]);
+            }
+            inode.live = survivor.clone();
+            inode.durable = survivor;
+        }
+        s.power_cut = None;
+        s.powered_off = false;
+        s.write_fault = None;
+        s.sync_fault = None;
+        s.write_fault_pending_kind = None;
+    }
+
+    /// The live bytes of a file, for tests that inspect or damage files.
+    pub fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
+        let mut s = self.lock();
+        let id = s.file_at(path)?;
+        Ok(s.inode(id)?.live.clone())
+    }
+
+    /// Replaces a file's bytes, live and durable, bypassing faults: damage done "between
+    /// restarts", as a bad disk or an operator would.
+    pub fn overwrite_file(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        let mut s = self.lock();
+        let id = s.file_at(path)?;
+        let inode = s.inode(id)?;
+        inode.live = bytes.to_vec();
+        inode.durable = bytes.to_vec();
+        Ok(())
+    }
+}
+
+/// A small deterministic generator (SplitMix64) so the crate needs no `rand`.
+#[derive(Debug, Clone)]
+pub struct SplitMix(pub u64);
+
+impl SplitMix {
+    /// The next pseudo-random value.
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A value in `0..n` (`n` > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+#[derive(Debug)]
+struct SimFile {
+    fs: SimFs,
+    id: u64,
+}
+
+struct SnapshotMapping(Vec<u8>);
+
+impl Mapping for SnapshotMapping {
+    fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl FileHandle for SimFile {
+    fn len(&self) -> io::Result<u64> {
+        let mut s = self.fs.lock();
+        Ok(s.inode(self.id)?.live.len() as u64)
+    }
+
+    fn read_exact_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<()> {
+        let mut s = self.fs.lock();
+        let live = &s.inode(self.id)?.live;
+        let start = usize::try_from(pos).map_err(|_| io::ErrorKind::UnexpectedEof)?;
+        let end = start
+            .checked_add(buf.len())
+            .ok_or(io::ErrorKind::UnexpectedEof)?;
+        let src = live.get(start..end).ok_or(io::ErrorKind::UnexpectedEof)?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+
+    fn write_all_at(&self, pos: u64, buf: &[u8]) -> io::Result<()> {
+        let mut s = self.fs.lock();
+        let torn = s.admit(&Op::Write(buf))?;
+        let start = usize::try_from(pos).map_err(|_| io::ErrorKind::InvalidInput)?;
+        let grows = start + buf.len() > s.inode(self.id)?.live.len();
+        if grows && s.disk_full && torn.is_none() {
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "simulated disk full",
+            ));
+        }
+        let land = torn.unwrap_or(buf.len());
+        let inode = s.inode(self.id)?;
+        if inode.live.len() < start + land {
+            inode.live.resize(start + land, 0);
+        }
+        inode.live[start..start + land].copy_from_slice(&buf[..land]);
+        if torn.is_some() {
+            let kind = s
+                .write_fault_pending_kind
+                .take()
+                .unwrap_or(io::ErrorKind::Other);
+            return Err(io::Error::new(kind, "simulated torn write"));
+        }
+        Ok(())
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        let mut s = self.fs.lock();
+        s.admit(&Op::Other)?;
+        let len = usize::try_from(len).map_err(|_| io::ErrorKind::InvalidInput)?;
+        s.inode(self.id)?.live.resize(len, 0);
+        Ok(())
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        let mut s = self.fs.lock();
+        s.admit(&Op::Sync)?;
+        let inode = s.inode(self.id)?;
+        inode.durable = inode.live.clone();
+        Ok(())
+    }
+
+    fn map(&self, _len_min: u64) -> io::Result<Arc<dyn Mapping>> {
+        let mut s = self.fs.lock();
+        Ok(Arc::new(SnapshotMapping(s.inode(self.id)?.live.clone())))
+    }
+}
+
+fn parent_of(path: &Path) -> &Path {
+    path.parent().unwrap_or(Path::new(""))
+}
+
+impl FileSystem for SimFs {
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        let mut s = self.lock();
+        for dir in path.ancestors() {
+            if dir.as_os_str().is_empty() {
+                continue;
+            }
+            match s.live.get(dir) {
+                Some(Node::File(_)) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        format!("{} is a file", dir.display()),
+                    ));
+                }
+                Some(Node::Dir) => {}
+                None => {
+                    s.live.insert(dir.to_path_buf(), Node::Dir);
+                    s.durable.insert(dir.to_path_buf(), Node::Dir);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+        let s = self.lock();
+        if s.live.get(path) != Some(&Node::Dir) {
+            return Err(not_found(path));
+        }
+        Ok(s.live
+            .keys()
+            .filter(|p| parent_of(p) == path)
+            .filter_map(|p| p.file_name().and_then(|n| n.to_str()).map(str::to_owned))
+            .collect())
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        self.lock().live.contains_key(path)
+    }
+
+    fn create_new(&self, path: &Path) -> io::Result<Arc<dyn FileHandle>> {
+        let mut s = self.lock();
+        if s.live.get(parent_of(path)) != Some(&Node::Dir) {
+            return Err(not_found(parent_of(path)));
+        }
+        if s.live.contains_key(path) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists", path.display()),
+            ));
+        }
+        s.admit(&Op::Other)?;
+        let id = s.inode_next;
+        s.inode_next += 1;
+        s.inodes.insert(id, Inode::default());
+        s.live.insert(path.to_path_buf(), Node::File(id));
+        Ok(Arc::new(SimFile {
+            fs: self.clone(),
+            id,
+        }))
+    }
+
+    fn open(&self, path: &Path) -> io::Result<Arc<dyn FileHandle>> {
+        let s = self.lock();
+        let id = s.file_at(path)?;
+        Ok(Arc::new(SimFile {
+            fs: self.clone(),
+            id,
+        }))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut s = self.lock();
+        let id = s.file_at(from)?;
+        s.admit(&Op::Other)?;
+        s.live.remove(from);
+        s.live.insert(to.to_path_buf(), Node::File(id));
+        Ok(())
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        let mut s = self.lock();
+        s.file_at(path)?;
+        s.admit(&Op::Other)?;
+        s.live.remove(path);
+        Ok(())
+    }
+
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        let mut s = self.lock();
+        if s.live.get(path) != Some(&Node::Dir) {
+            return Err(not_found(path));
+        }
+        s.admit(&Op::Other)?;
+        s.live.retain(|p, _| !p.starts_with(path));
+        Ok(())
+    }
+
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        let mut s = self.lock();
+        if s.live.get(path) != Some(&Node::Dir) {
+            return Err(not_found(path));
+        }
+        s.admit(&Op::Sync)?;
+        let live_children: Vec<(PathBuf, Node)> = s
+            .live
+            .iter()
+            .filter(|(p, _)| parent_of(p) == path)
+            .map(|(p, n)| (p.clone(), *n))
+            .collect();
+        let gone: Vec<PathBuf> = s
+            .durable
+            .keys()
+            .filter(|p| parent_of(p) == path && !s.live.contains_key(*p))
+            .cloned()
+            .collect();
+        for p in gone {
+            // A removed directory takes its whole durable subtree with it.
+            s.durable.retain(|q, _| !q.starts_with(&p));
+        }
+        for (p, n) in live_children {
+            s.durable.insert(p, n);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup() -> (SimFs, PathBuf) {
+        let fs = SimFs::new();
+        let dir = PathBuf::from("/d");
+        fs.create_dir_all(&dir).unwrap();
+        (fs, dir)
+    }
+
+    #[test]
+    fn unsynced_bytes_and_names_are_lost_in_a_crash() {
+        let (fs, dir) = setup();
+        let a = fs.create_new(&dir.join("a")).unwrap();
+        a.write_all_at(0, b"hello").unwrap();
+        a.sync_data().unwrap();
+        fs.sync_dir(&dir).unwrap();
+        a.write_all_at(5, b" world").unwrap();
+        let b = fs.create_new(&dir.join("b")).unwrap();
+        b.write_all_at(0, b"x").unwrap();
+        b.sync_data().unwrap();
+        fs.crash(CrashMode::DropUnsynced);
+        assert_eq!(fs.read_file(&dir.join("a")).unwrap(), b"hello");
+        assert!(!fs.exists(&dir.join("b")), "b's name was never synced");
+    }
+
+    #[test]
+    fn torn_tail_keeps_a_prefix_of_the_unsynced_append() {
+        let (fs, dir) = setup();
+        let a = fs.create_new(&dir.join("a")).unwrap();
+        fs.sync_dir(&dir).unwrap();
+        a.write_all_at(0, b"0123456789").unwrap();
+        fs.crash(CrashMode::TornTail { seed: 7 });
+        let got = fs.read_file(&dir.join("a")).unwrap();
+        assert!(b"0123456789".starts_with(&got));
+    }
+
+    #[test]
+    fn rename_is_durable_only_after_the_directory_sync() {
+        let (fs, dir) = setup();
+        let a = fs.create_new(&dir.join("a")).unwrap();
+        a.sync_data().unwrap();
+        fs.sync_dir(&dir).unwrap();
+        fs.rename(&dir.join("a"), &dir.join("b")).unwrap();
+        fs.crash(CrashMode::DropUnsynced);
+        assert!(fs.exists(&dir.join("a")));
+        assert!(!fs.exists(&dir.join("b")));
+    }
+
+    #[test]
+    fn planned_faults_fire_once_on_the_nth_operation() {
+        let (fs, dir) = setup();
+        let a = fs.create_new(&dir.join("a")).unwrap();
+        fs.fail_nth_write(1, io::ErrorKind::StorageFull, None);
+        a.write_all_at(0, b"ok").unwrap();
+        let err = a.write_all_at(2, b"no").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::StorageFull);
+        a.write_all_at(2, b"ok").unwrap();
+        fs.fail_nth_sync(0, io::ErrorKind::Other);
+        assert!(a.sync_data().is_err());
+        a.sync_data().unwrap();
+    }
+
+    #[test]
+    fn a_torn_write_lands_its_prefix_then_fails() {
+        let (fs, dir) = setup();
+        let a = fs.create_new(&dir.join("a")).unwrap();
+        fs.fail_nth_write(0, io::ErrorKind::Other, Some(3));
+        assert!(a.write_all_at(0, b"abcdef").is_err());
+        assert_eq!(fs.read_file(&dir.join("a")).unwrap(), b"abc");
+    }
+
+    #[test]
+    fn power_cut_fails_everything_until_the_crash() {
+        let (fs, dir) = setup();
+        let a = fs.create_new(&dir.join("a")).unwrap();
+        fs.sync_dir(&dir).unwrap();
+        fs.power_cut_after(1, Some(2));
+        a.write_all_at(0, b"one").unwrap();
+        assert!(a.write_all_at(3, b"two").is_err());
+        assert!(a.sync_data().is_err());
+        assert!(fs.is_powered_off());
+        fs.crash(CrashMode::DropUnsynced);
+        assert_eq!(fs.read_file(&dir.join("a")).unwrap(), b"");
+        a.write_all_at(0, b"back").unwrap();
+    }
+
+    #[test]
+    fn disk_full_refuses_growth_but_not_overwrites() {
+        let (fs, dir) = setup();
+        let a = fs.create_new(&dir.join("a")).unwrap();
+        a.write_all_at(0, b"abc").unwrap();
+        fs.set_disk_full(true);
+        assert_eq!(
+            a.write_all_at(3, b"d").unwrap_err().kind(),
+            io::ErrorKind::StorageFull
+        );
+        a.write_all_at(0, b"x").unwrap();
+    }
+}
