@@ -158,7 +158,13 @@ mod tests {
     }
 
     fn ckpt(generation: u64) -> Checkpoint {
-        Checkpoint { generation, base: SeqNo(10), position: 4096, next_seq: SeqNo(20 + generation), last_ts: Some(TimestampMs(5)) }
+        Checkpoint {
+            generation,
+            base: SeqNo(10),
+            position: 4096,
+            next_seq: SeqNo(20 + generation),
+            last_ts: Some(TimestampMs(5)),
+        }
     }
 
     #[test]

@@ -93,10 +93,21 @@ mod tests {
 
     #[test]
     fn out_of_range_settings_are_named() {
-        let c = LogConfig { segment_bytes_max: 10, ..LogConfig::default() };
+        let c = LogConfig {
+            segment_bytes_max: 10,
+            ..LogConfig::default()
+        };
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("segment_bytes_max"), "{err}");
-        let c = LogConfig { record_bytes_max: 11 << 20, ..LogConfig::default() };
-        assert!(c.validate().unwrap_err().to_string().contains("record_bytes_max"));
+        let c = LogConfig {
+            record_bytes_max: 11 << 20,
+            ..LogConfig::default()
+        };
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("record_bytes_max")
+        );
     }
 }

@@ -132,7 +132,7 @@ pub fn encode(record: &RecordIn<'_>, seq: SeqNo, timestamp: TimestampMs, out: &m
 /// Decodes the frame at the start of `bytes` (which may hold more after it).
 pub fn decode(bytes: &[u8]) -> Result<FrameRef<'_>, FrameError> {
     let body_len = read_u32(bytes, OFF_BODY_LEN).ok_or(FrameError::Truncated)? as usize;
-    if body_len < BODY_FIXED_BYTES || body_len > FRAME_BYTES_LIMIT - OFF_SEQ {
+    if !(BODY_FIXED_BYTES..=FRAME_BYTES_LIMIT - OFF_SEQ).contains(&body_len) {
         return Err(FrameError::Invalid(format!(
             "frame length {body_len} out of range"
         )));

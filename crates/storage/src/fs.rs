@@ -27,6 +27,10 @@ pub trait Mapping: Send + Sync {
 pub trait FileHandle: Send + Sync + Debug {
     /// The file's current length in bytes.
     fn len(&self) -> io::Result<u64>;
+    /// Whether the file is empty.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
     /// Fills `buf` from `pos`; fails with `UnexpectedEof` past the end.
     fn read_exact_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<()>;
     /// Writes all of `buf` at `pos`, growing the file if needed.

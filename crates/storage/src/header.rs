@@ -87,7 +87,11 @@ mod tests {
 
     #[test]
     fn header_round_trips_and_rejects_the_wrong_kind() {
-        let h = FileHeader { kind: SegmentFile::Log, base: SeqNo(42), created: TimestampMs(7) };
+        let h = FileHeader {
+            kind: SegmentFile::Log,
+            base: SeqNo(42),
+            created: TimestampMs(7),
+        };
         let bytes = h.encode();
         assert_eq!(FileHeader::decode(&bytes, SegmentFile::Log), Ok(h));
         assert!(FileHeader::decode(&bytes, SegmentFile::SeqIndex).is_err());
@@ -95,7 +99,12 @@ mod tests {
 
     #[test]
     fn unknown_version_is_refused() {
-        let mut bytes = FileHeader { kind: SegmentFile::Log, base: SeqNo(1), created: TimestampMs(0) }.encode();
+        let mut bytes = FileHeader {
+            kind: SegmentFile::Log,
+            base: SeqNo(1),
+            created: TimestampMs(0),
+        }
+        .encode();
         bytes[OFF_VERSION] = 2;
         let crc = crc32c::crc32c(&bytes[..OFF_CRC]);
         bytes[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_le_bytes());
@@ -105,11 +114,19 @@ mod tests {
 
     #[test]
     fn any_flipped_byte_is_detected() {
-        let bytes = FileHeader { kind: SegmentFile::TimeIndex, base: SeqNo(5), created: TimestampMs(0) }.encode();
+        let bytes = FileHeader {
+            kind: SegmentFile::TimeIndex,
+            base: SeqNo(5),
+            created: TimestampMs(0),
+        }
+        .encode();
         for i in 0..OFF_CRC + 4 {
             let mut b = bytes;
             b[i] ^= 0x40;
-            assert!(FileHeader::decode(&b, SegmentFile::TimeIndex).is_err(), "byte {i}");
+            assert!(
+                FileHeader::decode(&b, SegmentFile::TimeIndex).is_err(),
+                "byte {i}"
+            );
         }
     }
 }

@@ -281,7 +281,13 @@ mod tests {
     #[test]
     fn first_record_always_gets_an_entry() {
         let ix = build(&[(10, 1)], 1 << 20);
-        assert_eq!(SeqIndex(&ix.seq).get(0), SeqEntry { rel: 0, pos: HEADER_BYTES as u32 });
+        assert_eq!(
+            SeqIndex(&ix.seq).get(0),
+            SeqEntry {
+                rel: 0,
+                pos: HEADER_BYTES as u32
+            }
+        );
         assert!(SeqIndex(&ix.seq).check(1000).is_ok());
     }
 
@@ -293,8 +299,16 @@ mod tests {
         assert!(SeqIndex(&bytes).check(1000).is_err());
         assert!(SeqIndex(&bytes[..11]).check(1000).is_err());
         let mut t = Vec::new();
-        TimeEntry { ts: TimestampMs(5), rel: 0 }.encode(&mut t);
-        TimeEntry { ts: TimestampMs(4), rel: 1 }.encode(&mut t);
+        TimeEntry {
+            ts: TimestampMs(5),
+            rel: 0,
+        }
+        .encode(&mut t);
+        TimeEntry {
+            ts: TimestampMs(4),
+            rel: 1,
+        }
+        .encode(&mut t);
         assert!(TimeIndex(&t).check().is_err());
     }
 
@@ -311,7 +325,7 @@ mod tests {
             let total: u64 = HEADER_BYTES as u64 + lens.iter().map(|l| u64::from(*l)).sum::<u64>();
             prop_assert!(index.check(total).is_ok());
             let rel = probe.index(lens.len()) as u32;
-            let linear = (0..index.len()).map(|i| index.get(i)).filter(|e| e.rel <= rel).last();
+            let linear = (0..index.len()).map(|i| index.get(i)).rfind(|e| e.rel <= rel);
             prop_assert_eq!(index.floor(rel), linear);
             // The entry's position is the true position of its record.
             let e = index.floor(rel).unwrap();
@@ -332,7 +346,7 @@ mod tests {
             let index = TimeIndex(&ix.time);
             prop_assert!(index.check().is_ok());
             prop_assert_eq!(index.last().map(|e| e.rel), Some(recs.len() as u32 - 1));
-            let linear = (0..index.len()).map(|i| index.get(i)).filter(|e| e.ts < TimestampMs(t)).last();
+            let linear = (0..index.len()).map(|i| index.get(i)).rfind(|e| e.ts < TimestampMs(t));
             prop_assert_eq!(index.last_before(TimestampMs(t)), linear);
         }
     }

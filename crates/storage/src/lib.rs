@@ -38,7 +38,7 @@ pub use cache::SegmentCache;
 pub use config::{LogConfig, SyncMode};
 pub use error::{Error, Result};
 pub use fs::{FileHandle, FileSystem, Mapping, RealFs};
-pub use log::{Appended, Log, ReadBatch, RetentionOutcome};
+pub use log::{Appended, Log, ReadBatch, RecoveryStats, RetentionOutcome};
 pub use sim::{CrashMode, SimFs, SimStats, SplitMix};
 pub use types::{Record, RecordIn, SeqNo, TimestampMs};
 
@@ -55,7 +55,8 @@ pub fn remove_log(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
         fs.sync_dir(parent).map_err(|e| Error::io(parent, e))?;
     }
     if fs.exists(&doomed) {
-        fs.remove_dir_all(&doomed).map_err(|e| Error::io(&doomed, e))?;
+        fs.remove_dir_all(&doomed)
+            .map_err(|e| Error::io(&doomed, e))?;
         fs.sync_dir(parent).map_err(|e| Error::io(parent, e))?;
     }
     Ok(())

@@ -58,6 +58,15 @@ pub struct RetentionOutcome {
     pub trim_horizon: SeqNo,
 }
 
+/// What the last open had to do to recover the log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecoveryStats {
+    /// Bytes of frames checked after the recovery point.
+    pub scanned_bytes: u64,
+    /// Bytes cut off the end of the active segment (torn or corrupt).
+    pub truncated_bytes: u64,
+}
+
 /// One shard's durable log. Share it as `Arc<Log>`; every method takes `&self`.
 pub struct Log {
     pub(crate) dir: PathBuf,
@@ -105,6 +114,7 @@ pub(crate) struct State {
     pub checkpoint_pos: u64,
     pub last_sync: Instant,
     pub scratch: Vec<u8>,
+    pub recovery: RecoveryStats,
 }
 
 impl Active {
@@ -269,7 +279,11 @@ impl Log {
                     visible,
                     entry,
                 } => {
-                    let limit = Limits { end, max_records, max_bytes };
+                    let limit = Limits {
+                        end,
+                        max_records,
+                        max_bytes,
+                    };
                     let path = segment::log_path(&self.dir, base);
                     let bytes_in = &map.bytes()[..visible as usize];
                     read_frames(bytes_in, &path, entry, seq, &limit, &mut out, &mut bytes)?
@@ -281,19 +295,30 @@ impl Log {
                         Err(_) if !self.holds_segment(meta.base) => continue,
                         Err(e) => return Err(e),
                     };
-                    let limit = Limits { end: end.min(meta.end), max_records, max_bytes };
+                    let limit = Limits {
+                        end: end.min(meta.end),
+                        max_records,
+                        max_bytes,
+                    };
                     let path = segment::log_path(&self.dir, meta.base);
                     let sidx = SeqIndex(maps.seq.entries());
                     let entry = floor_entry(&sidx, meta.base, seq);
                     let bytes_in = &maps.log.bytes()[..maps.log_len as usize];
-                    let done = read_frames(bytes_in, &path, entry, seq, &limit, &mut out, &mut bytes)?;
-                    if !done && out.last().is_none_or(|r| r.seq.next() < limit.end) && limit.end == meta.end {
+                    let done =
+                        read_frames(bytes_in, &path, entry, seq, &limit, &mut out, &mut bytes)?;
+                    if !done
+                        && out.last().is_none_or(|r| r.seq.next() < limit.end)
+                        && limit.end == meta.end
+                    {
                         let have = out.last().map_or(seq, |r| r.seq.next());
                         if have < meta.end {
                             return Err(Error::corrupt(
                                 path,
                                 maps.log_len,
-                                format!("segment ends before records {have}..{} (missing)", meta.end),
+                                format!(
+                                    "segment ends before records {have}..{} (missing)",
+                                    meta.end
+                                ),
                             ));
                         }
                     }
@@ -321,23 +346,38 @@ impl Log {
                 Some(meta) => (Target::Sealed(*meta), end),
                 None => {
                     let tidx = TimeIndex(&st.active.indexer.time);
-                    let from = tidx.last_before(t).map_or(st.active.base, |e| SeqNo(st.active.base.0 + u64::from(e.rel)));
+                    let from = tidx.last_before(t).map_or(st.active.base, |e| {
+                        SeqNo(st.active.base.0 + u64::from(e.rel))
+                    });
                     (self.locate(&mut st, from), end)
                 }
             }
         };
         match target {
-            Target::Active { map, base, visible, entry } => {
+            Target::Active {
+                map,
+                base,
+                visible,
+                entry,
+            } => {
                 let path = segment::log_path(&self.dir, base);
                 first_at_or_after(&map.bytes()[..visible as usize], &path, entry, t, end)
             }
             Target::Sealed(meta) => {
                 let maps = self.sealed_maps(&meta)?;
                 let tidx = TimeIndex(maps.time.entries());
-                let from = tidx.last_before(t).map_or(meta.base, |e| SeqNo(meta.base.0 + u64::from(e.rel)));
+                let from = tidx
+                    .last_before(t)
+                    .map_or(meta.base, |e| SeqNo(meta.base.0 + u64::from(e.rel)));
                 let entry = floor_entry(&SeqIndex(maps.seq.entries()), meta.base, from);
                 let path = segment::log_path(&self.dir, meta.base);
-                let found = first_at_or_after(&maps.log.bytes()[..maps.log_len as usize], &path, entry, t, meta.end)?;
+                let found = first_at_or_after(
+                    &maps.log.bytes()[..maps.log_len as usize],
+                    &path,
+                    entry,
+                    t,
+                    meta.end,
+                )?;
                 Ok(found.min(end))
             }
         }
@@ -367,8 +407,12 @@ impl Log {
         let mut st = self.lock();
         if st.is_sealed {
             let marker = self.dir.join(names::SEALED);
-            self.fs.remove_file(&marker).map_err(|e| Error::io(&marker, e))?;
-            self.fs.sync_dir(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+            self.fs
+                .remove_file(&marker)
+                .map_err(|e| Error::io(&marker, e))?;
+            self.fs
+                .sync_dir(&self.dir)
+                .map_err(|e| Error::io(&self.dir, e))?;
             st.is_sealed = false;
         }
         Ok(())
@@ -391,19 +435,28 @@ impl Log {
             }
             self.cache.remove((self.id, meta.base.0));
             let renamed = self.rename_segment_deleted(meta.base);
-            if renamed.is_ok() || !self.fs.exists(&segment_path(&self.dir, meta.base, SegmentFile::Log)) {
+            if renamed.is_ok()
+                || !self
+                    .fs
+                    .exists(&segment_path(&self.dir, meta.base, SegmentFile::Log))
+            {
                 st.sealed.remove(0);
                 deleted += 1;
             }
             renamed?;
         }
         if deleted > 0 {
-            self.fs.sync_dir(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+            self.fs
+                .sync_dir(&self.dir)
+                .map_err(|e| Error::io(&self.dir, e))?;
             crate::recovery::remove_leftovers(&*self.fs, &self.dir)?;
             tracing::info!(log = %self.dir.display(), segments = deleted, "retention deleted segments");
         }
         let trim_horizon = st.sealed.first().map_or(st.active.base, |m| m.base);
-        Ok(RetentionOutcome { segments_deleted: deleted, trim_horizon })
+        Ok(RetentionOutcome {
+            segments_deleted: deleted,
+            trim_horizon,
+        })
     }
 
     /// Syncs everything and writes a recovery point, so the next open scans nothing.
@@ -416,6 +469,11 @@ impl Log {
         self.sync_active_locked(&mut st)?;
         let (pos, next, ts) = (st.active.written, st.next_seq, st.last_ts);
         self.write_checkpoint(&mut st, pos, next, ts)
+    }
+
+    /// What the open that created this handle did to recover the log.
+    pub fn recovery_stats(&self) -> RecoveryStats {
+        self.lock().recovery
     }
 
     /// The number of segments (sealed and active).
@@ -449,7 +507,9 @@ impl Log {
 
     fn check_records(&self, records: &[RecordIn<'_>]) -> Result<()> {
         if records.is_empty() {
-            return Err(Error::InvalidArgument("an append needs at least one record".into()));
+            return Err(Error::InvalidArgument(
+                "an append needs at least one record".into(),
+            ));
         }
         for (i, r) in records.iter().enumerate() {
             if r.data.len() > self.config.record_bytes_max {
@@ -474,7 +534,9 @@ impl Log {
             return Err(self.poisoned(reason));
         }
         if st.is_sealed {
-            return Err(Error::Sealed { path: self.dir.clone() });
+            return Err(Error::Sealed {
+                path: self.dir.clone(),
+            });
         }
         Ok(())
     }
@@ -512,7 +574,9 @@ impl Log {
         for (i, r) in chunk.iter().enumerate() {
             let seq = SeqNo(st.next_seq.0 + i as u64);
             let rel = (seq.0 - st.active.base.0) as u32;
-            st.active.indexer.observe(rel, (start + buf.len() as u64) as u32, ts);
+            st.active
+                .indexer
+                .observe(rel, (start + buf.len() as u64) as u32, ts);
             frame::encode(r, seq, ts, &mut buf);
         }
         let result = st.active.file.write_all_at(start, &buf);
@@ -571,7 +635,8 @@ impl Log {
                 st.durable_next = st.durable_next.max(next);
                 if st.active.base == base {
                     st.active.visible = st.active.visible.max(pos);
-                    let due = pos.saturating_sub(st.checkpoint_pos) >= self.config.checkpoint_interval_bytes;
+                    let due = pos.saturating_sub(st.checkpoint_pos)
+                        >= self.config.checkpoint_interval_bytes;
                     if due && st.poisoned.is_none() {
                         if let Err(e) = self.write_checkpoint(&mut st, pos, next, ts) {
                             tracing::warn!(log = %self.dir.display(), error = %e, "could not write a recovery point");
@@ -615,17 +680,30 @@ impl Log {
             let last_rel = (st.next_seq.0 - 1 - st.active.base.0) as u32;
             st.active.indexer.finish(last_rel, ts);
         }
-        self.flush_indexes(st).inspect_err(|e| self.poison_on_sync_error(st, e))?;
+        self.flush_indexes(st)
+            .inspect_err(|e| self.poison_on_sync_error(st, e))?;
         let base = st.next_seq;
         let path = segment::log_path(&self.dir, base);
-        let header = FileHeader { kind: SegmentFile::Log, base, created: now };
+        let header = FileHeader {
+            kind: SegmentFile::Log,
+            base,
+            created: now,
+        };
         let file = segment::create_file_with_header(&*self.fs, &path, &header)?;
         let synced = file.sync_data().and_then(|()| self.fs.sync_dir(&self.dir));
         if let Err(e) = synced {
             st.poisoned = Some(format!("sync failed: {e}"));
             return Err(Error::io(&path, e));
         }
-        let map = file.map(self.map_capacity()).map_err(|e| Error::io(&path, e))?;
+        let map = match file.map(self.map_capacity()) {
+            Ok(map) => map,
+            Err(e) => {
+                // The new segment is durable but unusable: stop writing rather than
+                // leave an empty segment between two others.
+                st.poisoned = Some(format!("could not map a new segment: {e}"));
+                return Err(Error::io(&path, e));
+            }
+        };
         let old = std::mem::replace(
             &mut st.active,
             Active {
@@ -640,7 +718,11 @@ impl Log {
             },
         );
         let max_ts = if base > old.base { st.last_ts } else { None };
-        st.sealed.push(SealedMeta { base: old.base, end: base, max_ts });
+        st.sealed.push(SealedMeta {
+            base: old.base,
+            end: base,
+            max_ts,
+        });
         st.checkpoint_pos = 0;
         tracing::info!(log = %self.dir.display(), sealed = %old.base, active = %base, bytes = old.written, "rolled segment");
         let ts = st.last_ts;
@@ -656,15 +738,35 @@ impl Log {
     fn flush_indexes(&self, st: &mut State) -> Result<()> {
         let base = st.active.base;
         let (seq_from, time_from) = (st.active.flushed_seq, st.active.flushed_time);
-        flush_index(&*self.fs, &self.dir, base, SegmentFile::SeqIndex, &st.active.indexer.seq, seq_from)?;
+        flush_index(
+            &*self.fs,
+            &self.dir,
+            base,
+            SegmentFile::SeqIndex,
+            &st.active.indexer.seq,
+            seq_from,
+        )?;
         st.active.flushed_seq = st.active.indexer.seq.len();
-        flush_index(&*self.fs, &self.dir, base, SegmentFile::TimeIndex, &st.active.indexer.time, time_from)?;
+        flush_index(
+            &*self.fs,
+            &self.dir,
+            base,
+            SegmentFile::TimeIndex,
+            &st.active.indexer.time,
+            time_from,
+        )?;
         st.active.flushed_time = st.active.indexer.time.len();
         Ok(())
     }
 
     /// Flushes the indexes, then records `pos` (durable) as the recovery point.
-    fn write_checkpoint(&self, st: &mut State, pos: u64, next: SeqNo, ts: Option<TimestampMs>) -> Result<()> {
+    fn write_checkpoint(
+        &self,
+        st: &mut State,
+        pos: u64,
+        next: SeqNo,
+        ts: Option<TimestampMs>,
+    ) -> Result<()> {
         self.flush_indexes(st)?;
         let c = Checkpoint {
             generation: st.checkpoint_generation + 1,
@@ -685,10 +787,13 @@ impl Log {
             self.fs.remove_file(&tmp).map_err(|e| Error::io(&tmp, e))?;
         }
         let file = self.fs.create_new(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        file.write_all_at(0, bytes).map_err(|e| Error::io(&tmp, e))?;
+        file.write_all_at(0, bytes)
+            .map_err(|e| Error::io(&tmp, e))?;
         file.sync_data().map_err(|e| Error::io(&tmp, e))?;
         self.fs.rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-        self.fs.sync_dir(&self.dir).map_err(|e| Error::io(&self.dir, e))
+        self.fs
+            .sync_dir(&self.dir)
+            .map_err(|e| Error::io(&self.dir, e))
     }
 
     /// Renames a segment's files to `*.deleted`, the log first: once the log is gone the
@@ -698,7 +803,9 @@ impl Log {
             let path = segment_path(&self.dir, base, kind);
             if self.fs.exists(&path) {
                 let to = names::deleted_path(&path);
-                self.fs.rename(&path, &to).map_err(|e| Error::io(&path, e))?;
+                self.fs
+                    .rename(&path, &to)
+                    .map_err(|e| Error::io(&path, e))?;
             }
         }
         Ok(())
@@ -717,12 +824,21 @@ impl Log {
             }
             let visible = active.visible.min(active.map.bytes().len() as u64);
             let entry = floor_entry(&SeqIndex(&active.indexer.seq), active.base, seq);
-            return Target::Active { map: active.map.clone(), base: active.base, visible, entry };
+            return Target::Active {
+                map: active.map.clone(),
+                base: active.base,
+                visible,
+                entry,
+            };
         }
         let i = st.sealed.partition_point(|m| m.end <= seq);
         match st.sealed.get(i) {
             Some(meta) => Target::Sealed(*meta),
-            None => Target::Sealed(SealedMeta { base: seq, end: seq, max_ts: None }),
+            None => Target::Sealed(SealedMeta {
+                base: seq,
+                end: seq,
+                max_ts: None,
+            }),
         }
     }
 
@@ -730,7 +846,8 @@ impl Log {
         if let Some(maps) = self.cache.get((self.id, meta.base.0)) {
             return Ok(maps);
         }
-        let (maps, _scan) = segment::open_sealed(&*self.fs, &self.dir, meta, self.config.index_interval_bytes)?;
+        let (maps, _scan) =
+            segment::open_sealed(&*self.fs, &self.dir, meta, self.config.index_interval_bytes)?;
         let maps = Arc::new(maps);
         self.cache.insert((self.id, meta.base.0), maps.clone());
         Ok(maps)
@@ -761,7 +878,11 @@ pub(crate) fn flush_index(
 ) -> Result<()> {
     let path = segment_path(dir, base, kind);
     let file = if from == 0 {
-        let header = FileHeader { kind, base, created: TimestampMs(0) };
+        let header = FileHeader {
+            kind,
+            base,
+            created: TimestampMs(0),
+        };
         let file = segment::create_file_with_header(fs, &path, &header)?;
         fs.sync_dir(dir).map_err(|e| Error::io(dir, e))?;
         file
@@ -830,7 +951,9 @@ fn read_frames(
             continue;
         }
         let size = f.data.len() + f.partition_key.len();
-        if out.len() >= limit.max_records.max(1) || (!out.is_empty() && *total + size > limit.max_bytes) {
+        if out.len() >= limit.max_records.max(1)
+            || (!out.is_empty() && *total + size > limit.max_bytes)
+        {
             return Ok(true);
         }
         *total += size;
@@ -840,7 +963,13 @@ fn read_frames(
 }
 
 /// The sequence of the first frame at or after time `t`, or `end` if none is visible.
-fn first_at_or_after(bytes: &[u8], path: &Path, entry: (u64, SeqNo), t: TimestampMs, end: SeqNo) -> Result<SeqNo> {
+fn first_at_or_after(
+    bytes: &[u8],
+    path: &Path,
+    entry: (u64, SeqNo),
+    t: TimestampMs,
+    end: SeqNo,
+) -> Result<SeqNo> {
     let mut frames = Frames::new(bytes, path, entry)?;
     while let Some(f) = frames.next_frame()? {
         if f.seq >= end {
@@ -871,15 +1000,26 @@ impl<'a> Frames<'a> {
             .and_then(|b| frame::decode(b).ok())
             .is_some_and(|f| f.seq == expect);
         if hint_ok || pos as usize >= bytes.len() {
-            Ok(Frames { bytes, path, pos, expect })
+            Ok(Frames {
+                bytes,
+                path,
+                pos,
+                expect,
+            })
         } else {
             Frames::from_start(bytes, path)
         }
     }
 
     fn from_start(bytes: &'a [u8], path: &'a Path) -> Result<Frames<'a>> {
-        let header = FileHeader::decode(bytes, SegmentFile::Log).map_err(|why| Error::corrupt(path, 0, why))?;
-        Ok(Frames { bytes, path, pos: HEADER_BYTES as u64, expect: header.base })
+        let header = FileHeader::decode(bytes, SegmentFile::Log)
+            .map_err(|why| Error::corrupt(path, 0, why))?;
+        Ok(Frames {
+            bytes,
+            path,
+            pos: HEADER_BYTES as u64,
+            expect: header.base,
+        })
     }
 
     fn next_frame(&mut self) -> Result<Option<frame::FrameRef<'a>>> {

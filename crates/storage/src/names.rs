@@ -59,7 +59,9 @@ pub fn parse_segment_name(name: &str) -> Option<(SeqNo, SegmentFile)> {
     if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let kind = SegmentFile::ALL.into_iter().find(|k| k.suffix() == suffix)?;
+    let kind = SegmentFile::ALL
+        .into_iter()
+        .find(|k| k.suffix() == suffix)?;
     Some((SeqNo(stem.parse().ok()?), kind))
 }
 
@@ -97,7 +99,13 @@ mod tests {
 
     #[test]
     fn foreign_names_are_not_segments() {
-        for name in ["checkpoint", "1.log", "0000000000000000000a.log", "00000000000000000001.log.deleted", "00000000000000000001.txt"] {
+        for name in [
+            "checkpoint",
+            "1.log",
+            "0000000000000000000a.log",
+            "00000000000000000001.log.deleted",
+            "00000000000000000001.txt",
+        ] {
             assert_eq!(parse_segment_name(name), None, "{name}");
         }
     }

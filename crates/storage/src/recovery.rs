@@ -20,8 +20,8 @@ use crate::config::LogConfig;
 use crate::error::{Error, Result};
 use crate::fs::{FileHandle, FileSystem};
 use crate::header::{FileHeader, HEADER_BYTES};
-use crate::index::{Indexer, SeqIndex, TimeIndex, SEQ_ENTRY_BYTES, TIME_ENTRY_BYTES};
-use crate::log::{Active, State, flush_index, map_capacity, write_checkpoint_slot};
+use crate::index::{Indexer, SEQ_ENTRY_BYTES, SeqIndex, TIME_ENTRY_BYTES, TimeIndex};
+use crate::log::{Active, RecoveryStats, State, flush_index, map_capacity, write_checkpoint_slot};
 use crate::names::{self, SegmentFile, parse_segment_name, segment_path};
 use crate::segment::{self, SealedMeta};
 use crate::types::{SeqNo, TimestampMs};
@@ -31,6 +31,7 @@ pub(crate) fn recover(fs: &dyn FileSystem, dir: &Path, config: &LogConfig) -> Re
     fs.create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     remove_leftovers(fs, dir)?;
     let mut bases = segment_bases(fs, dir)?;
+    drop_header_less_segments(fs, dir, &mut bases)?;
     while let Some(&last) = bases.last() {
         if !newest_is_torn(fs, dir, last)? {
             break;
@@ -98,6 +99,39 @@ fn segment_bases(fs: &dyn FileSystem, dir: &Path) -> Result<Vec<SeqNo>> {
     Ok(bases)
 }
 
+/// Removes segments that are not longer than a header and have no valid one, wherever
+/// they are: a roll that failed before its header landed. They never held a record, and
+/// left in place one would be taken for a sealed segment between two others.
+fn drop_header_less_segments(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    bases: &mut Vec<SeqNo>,
+) -> Result<()> {
+    let newest = bases.last().copied();
+    let mut removed = false;
+    let mut kept = Vec::with_capacity(bases.len());
+    for &base in bases.iter() {
+        // A damaged header on a longer file is left for reads to report.
+        if Some(base) != newest && matches!(newest_is_torn(fs, dir, base), Ok(true)) {
+            tracing::warn!(log = %dir.display(), segment = %base, "removing an empty segment left by a failed roll");
+            for kind in SegmentFile::ALL {
+                let path = segment_path(dir, base, kind);
+                if fs.exists(&path) {
+                    fs.remove_file(&path).map_err(|e| Error::io(&path, e))?;
+                }
+            }
+            removed = true;
+        } else {
+            kept.push(base);
+        }
+    }
+    if removed {
+        fs.sync_dir(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    *bases = kept;
+    Ok(())
+}
+
 /// A newest segment no longer than its header and without a valid one was cut off while
 /// being created. A longer file with a bad header is damage, not a torn creation.
 fn newest_is_torn(fs: &dyn FileSystem, dir: &Path, base: SeqNo) -> Result<bool> {
@@ -105,7 +139,8 @@ fn newest_is_torn(fs: &dyn FileSystem, dir: &Path, base: SeqNo) -> Result<bool> 
     let file = fs.open(&path).map_err(|e| Error::io(&path, e))?;
     let len = file.len().map_err(|e| Error::io(&path, e))?;
     let mut header = vec![0u8; (len as usize).min(HEADER_BYTES)];
-    file.read_exact_at(0, &mut header).map_err(|e| Error::io(&path, e))?;
+    file.read_exact_at(0, &mut header)
+        .map_err(|e| Error::io(&path, e))?;
     match segment::check_header(&header, SegmentFile::Log, base, &path) {
         Ok(_) => Ok(false),
         Err(_) if len <= HEADER_BYTES as u64 => Ok(true),
@@ -116,13 +151,25 @@ fn newest_is_torn(fs: &dyn FileSystem, dir: &Path, base: SeqNo) -> Result<bool> 
 /// Creates an empty log whose first record will be `base`.
 fn create_fresh(fs: &dyn FileSystem, dir: &Path, config: &LogConfig, base: SeqNo) -> Result<State> {
     let path = segment::log_path(dir, base);
-    let header = FileHeader { kind: SegmentFile::Log, base, created: TimestampMs(0) };
+    let header = FileHeader {
+        kind: SegmentFile::Log,
+        base,
+        created: TimestampMs(0),
+    };
     let file = segment::create_file_with_header(fs, &path, &header)?;
     file.sync_data().map_err(|e| Error::io(&path, e))?;
     fs.sync_dir(dir).map_err(|e| Error::io(dir, e))?;
-    let c = Checkpoint { generation: 1, base, position: HEADER_BYTES as u64, next_seq: base, last_ts: None };
+    let c = Checkpoint {
+        generation: 1,
+        base,
+        position: HEADER_BYTES as u64,
+        next_seq: base,
+        last_ts: None,
+    };
     write_checkpoint_slot(fs, dir, &c)?;
-    let map = file.map(map_capacity(config)).map_err(|e| Error::io(&path, e))?;
+    let map = file
+        .map(map_capacity(config))
+        .map_err(|e| Error::io(&path, e))?;
     let active = Active {
         base,
         file,
@@ -133,7 +180,14 @@ fn create_fresh(fs: &dyn FileSystem, dir: &Path, config: &LogConfig, base: SeqNo
         flushed_seq: 0,
         flushed_time: 0,
     };
-    Ok(new_state(Vec::new(), active, base, None, c.generation, c.position))
+    Ok(new_state(
+        Vec::new(),
+        active,
+        base,
+        None,
+        c.generation,
+        c.position,
+    ))
 }
 
 fn new_state(
@@ -157,11 +211,17 @@ fn new_state(
         checkpoint_pos,
         last_sync: Instant::now(),
         scratch: Vec::new(),
+        recovery: RecoveryStats::default(),
     }
 }
 
 /// Describes every segment but the newest.
-fn describe_sealed(fs: &dyn FileSystem, dir: &Path, bases: &[SeqNo], config: &LogConfig) -> Result<Vec<SealedMeta>> {
+fn describe_sealed(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    bases: &[SeqNo],
+    config: &LogConfig,
+) -> Result<Vec<SealedMeta>> {
     let mut sealed = Vec::with_capacity(bases.len().saturating_sub(1));
     for pair in bases.windows(2) {
         let (base, end) = (pair[0], pair[1]);
@@ -169,7 +229,11 @@ fn describe_sealed(fs: &dyn FileSystem, dir: &Path, bases: &[SeqNo], config: &Lo
             sealed.push(meta);
             continue;
         }
-        let guess = SealedMeta { base, end, max_ts: None };
+        let guess = SealedMeta {
+            base,
+            end,
+            max_ts: None,
+        };
         let (_, scan) = segment::open_sealed(fs, dir, &guess, config.index_interval_bytes)?;
         if scan.next_seq != end {
             // Reads of the missing records report the damage with file and position.
@@ -182,7 +246,11 @@ fn describe_sealed(fs: &dyn FileSystem, dir: &Path, bases: &[SeqNo], config: &Lo
                 "sealed segment is damaged"
             );
         }
-        sealed.push(SealedMeta { base, end, max_ts: scan.last_ts });
+        sealed.push(SealedMeta {
+            base,
+            end,
+            max_ts: scan.last_ts,
+        });
     }
     Ok(sealed)
 }
@@ -207,15 +275,31 @@ fn recover_active(
     let path = segment::log_path(dir, base);
     let file = fs.open(&path).map_err(|e| Error::io(&path, e))?;
     let len = file.len().map_err(|e| Error::io(&path, e))?;
-    let map = file.map(map_capacity(config)).map_err(|e| Error::io(&path, e))?;
+    let map = file
+        .map(map_capacity(config))
+        .map_err(|e| Error::io(&path, e))?;
     let bytes = map.bytes().get(..len as usize).unwrap_or_default();
     segment::check_header(bytes, SegmentFile::Log, base, &path)?;
     let start = start_point(fs, dir, config, base, len, prev_ts);
     let mut indexer = start.indexer;
     let (loaded_seq, loaded_time) = (indexer.seq.len(), indexer.time.len());
-    let scan = segment::scan(bytes, start.pos, len, base, start.seq, start.last_ts, &mut indexer);
+    let scan = segment::scan(
+        bytes,
+        start.pos,
+        len,
+        base,
+        start.seq,
+        start.last_ts,
+        &mut indexer,
+    );
     if scan.end_pos < len {
-        truncate(&*file, &path, scan.end_pos, len, scan.stop.as_ref().map(|s| s.1.as_str()))?;
+        truncate(
+            &*file,
+            &path,
+            scan.end_pos,
+            len,
+            scan.stop.as_ref().map(|s| s.1.as_str()),
+        )?;
     }
     trim_index_file(fs, dir, base, SegmentFile::SeqIndex, loaded_seq)?;
     trim_index_file(fs, dir, base, SegmentFile::TimeIndex, loaded_time)?;
@@ -230,10 +314,24 @@ fn recover_active(
         flushed_time: loaded_time,
     };
     let last_ts = scan.last_ts.or(prev_ts);
-    let mut state = new_state(sealed, active, scan.next_seq, last_ts, start.generation, start.pos);
+    let mut state = new_state(
+        sealed,
+        active,
+        scan.next_seq,
+        last_ts,
+        start.generation,
+        start.pos,
+    );
+    state.recovery = RecoveryStats {
+        scanned_bytes: scan.end_pos - start.pos,
+        truncated_bytes: len - scan.end_pos,
+    };
     if scan.end_pos != start.pos || start.generation == 0 {
         // Make the next open cheap: index what was scanned and record the new point.
-        for (kind, from) in [(SegmentFile::SeqIndex, loaded_seq), (SegmentFile::TimeIndex, loaded_time)] {
+        for (kind, from) in [
+            (SegmentFile::SeqIndex, loaded_seq),
+            (SegmentFile::TimeIndex, loaded_time),
+        ] {
             let entries = match kind {
                 SegmentFile::SeqIndex => &state.active.indexer.seq,
                 _ => &state.active.indexer.time,
@@ -259,7 +357,14 @@ fn recover_active(
 
 /// The checkpoint, if it is for the active segment and its index entries are on disk;
 /// otherwise the segment's start.
-fn start_point(fs: &dyn FileSystem, dir: &Path, config: &LogConfig, base: SeqNo, len: u64, prev_ts: Option<TimestampMs>) -> Start {
+fn start_point(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    config: &LogConfig,
+    base: SeqNo,
+    len: u64,
+    prev_ts: Option<TimestampMs>,
+) -> Start {
     let ckpt = read_checkpoint(fs, dir);
     let generation = ckpt.map_or(0, |c| c.generation);
     let from_start = Start {
@@ -272,7 +377,10 @@ fn start_point(fs: &dyn FileSystem, dir: &Path, config: &LogConfig, base: SeqNo,
     let Some(c) = ckpt else {
         return from_start;
     };
-    let usable = c.base == base && c.position >= HEADER_BYTES as u64 && c.position <= len && c.next_seq >= base;
+    let usable = c.base == base
+        && c.position >= HEADER_BYTES as u64
+        && c.position <= len
+        && c.next_seq >= base;
     if !usable {
         return from_start;
     }
@@ -280,9 +388,14 @@ fn start_point(fs: &dyn FileSystem, dir: &Path, config: &LogConfig, base: SeqNo,
     let seq = load_index_prefix(fs, dir, base, SegmentFile::SeqIndex, SEQ_ENTRY_BYTES, |e| {
         u64::from(SeqIndex(e).get(0).pos) < c.position
     });
-    let time = load_index_prefix(fs, dir, base, SegmentFile::TimeIndex, TIME_ENTRY_BYTES, |e| {
-        u64::from(TimeIndex(e).get(0).rel) < rel_end
-    });
+    let time = load_index_prefix(
+        fs,
+        dir,
+        base,
+        SegmentFile::TimeIndex,
+        TIME_ENTRY_BYTES,
+        |e| u64::from(TimeIndex(e).get(0).rel) < rel_end,
+    );
     let (Some(seq), Some(time)) = (seq, time) else {
         return from_start;
     };
@@ -343,7 +456,13 @@ fn load_index_prefix(
 
 /// Cuts an index file back to the entries kept in memory, so stale entries written past
 /// the recovery point cannot be read as valid later.
-fn trim_index_file(fs: &dyn FileSystem, dir: &Path, base: SeqNo, kind: SegmentFile, kept: usize) -> Result<()> {
+fn trim_index_file(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    base: SeqNo,
+    kind: SegmentFile,
+    kept: usize,
+) -> Result<()> {
     let path = segment_path(dir, base, kind);
     if kept == 0 || !fs.exists(&path) {
         return Ok(());
@@ -357,7 +476,13 @@ fn trim_index_file(fs: &dyn FileSystem, dir: &Path, base: SeqNo, kind: SegmentFi
     Ok(())
 }
 
-fn truncate(file: &dyn FileHandle, path: &Path, at: u64, len: u64, why: Option<&str>) -> Result<()> {
+fn truncate(
+    file: &dyn FileHandle,
+    path: &Path,
+    at: u64,
+    len: u64,
+    why: Option<&str>,
+) -> Result<()> {
     tracing::warn!(
         segment = %path.display(),
         position = at,
@@ -378,7 +503,8 @@ fn read_seal_marker(fs: &dyn FileSystem, dir: &Path, next_seq: SeqNo) -> Result<
     let file = fs.open(&path).map_err(|e| Error::io(&path, e))?;
     let len = file.len().map_err(|e| Error::io(&path, e))? as usize;
     let mut bytes = vec![0u8; len.min(checkpoint::SEAL_BYTES)];
-    file.read_exact_at(0, &mut bytes).map_err(|e| Error::io(&path, e))?;
+    file.read_exact_at(0, &mut bytes)
+        .map_err(|e| Error::io(&path, e))?;
     let sealed_at = checkpoint::decode_seal(&bytes).map_err(|why| Error::corrupt(&path, 0, why))?;
     if sealed_at != next_seq {
         return Err(Error::corrupt(

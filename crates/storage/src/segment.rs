@@ -97,7 +97,10 @@ pub fn scan(
             }
         };
         if f.seq != next_seq {
-            stop = Some((pos, format!("sequence {} where {next_seq} was expected", f.seq)));
+            stop = Some((
+                pos,
+                format!("sequence {} where {next_seq} was expected", f.seq),
+            ));
             break;
         }
         if last_ts.is_some_and(|t| f.timestamp < t) {
@@ -121,12 +124,7 @@ pub fn scan(
 /// Reads what a sealed segment's timestamp index says of it (newest timestamp and record
 /// count) without mapping anything. `None` if the index is missing or disagrees with
 /// `end`, in which case the caller opens the segment fully.
-pub fn quick_meta(
-    fs: &dyn FileSystem,
-    dir: &Path,
-    base: SeqNo,
-    end: SeqNo,
-) -> Option<SealedMeta> {
+pub fn quick_meta(fs: &dyn FileSystem, dir: &Path, base: SeqNo, end: SeqNo) -> Option<SealedMeta> {
     let file = fs
         .open(&segment_path(dir, base, SegmentFile::TimeIndex))
         .ok()?;
@@ -236,7 +234,12 @@ fn rebuild_sealed(
     Ok((maps, scan))
 }
 
-fn map_index(fs: &dyn FileSystem, dir: &Path, base: SeqNo, kind: SegmentFile) -> Option<IndexBytes> {
+fn map_index(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    base: SeqNo,
+    kind: SegmentFile,
+) -> Option<IndexBytes> {
     let file = fs.open(&segment_path(dir, base, kind)).ok()?;
     let map = file.map(0).ok()?;
     let h = FileHeader::decode(map.bytes(), kind).ok()?;
@@ -267,7 +270,8 @@ pub fn write_index(
         fs.remove_file(&tmp).map_err(|e| Error::io(&tmp, e))?;
     }
     let file = fs.create_new(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    file.write_all_at(0, &bytes).map_err(|e| Error::io(&tmp, e))?;
+    file.write_all_at(0, &bytes)
+        .map_err(|e| Error::io(&tmp, e))?;
     file.sync_data().map_err(|e| Error::io(&tmp, e))?;
     fs.rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
     fs.sync_dir(dir).map_err(|e| Error::io(dir, e))?;
@@ -275,7 +279,12 @@ pub fn write_index(
 }
 
 /// Checks a file header, turning damage into a typed error naming the file.
-pub fn check_header(bytes: &[u8], kind: SegmentFile, base: SeqNo, path: &Path) -> Result<FileHeader> {
+pub fn check_header(
+    bytes: &[u8],
+    kind: SegmentFile,
+    base: SeqNo,
+    path: &Path,
+) -> Result<FileHeader> {
     let h = FileHeader::decode(bytes, kind).map_err(|why| Error::corrupt(path, 0, why))?;
     if h.base != base {
         return Err(Error::corrupt(
@@ -298,8 +307,11 @@ pub fn create_file_with_header(
         fs.remove_file(path).map_err(|e| Error::io(path, e))?;
     }
     let file = fs.create_new(path).map_err(|e| Error::io(path, e))?;
-    file.write_all_at(0, &header.encode())
-        .map_err(|e| Error::io(path, e))?;
+    if let Err(e) = file.write_all_at(0, &header.encode()) {
+        // Leave no header-less file behind to be mistaken for a segment.
+        let _ = fs.remove_file(path);
+        return Err(Error::io(path, e));
+    }
     Ok(file)
 }
 

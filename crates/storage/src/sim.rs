@@ -88,6 +88,8 @@ struct State {
     disk_full: bool,
     /// The error kind a torn write fails with once its prefix has landed.
     write_fault_pending_kind: Option<io::ErrorKind>,
+    /// How long a file sync takes, to make syncs overlap with appends as on a real disk.
+    sync_delay: std::time::Duration,
 }
 
 enum Op<'a> {
@@ -234,6 +236,11 @@ impl SimFs {
         });
     }
 
+    /// Makes every file sync take `delay` (outside the disk's lock), as a real disk would.
+    pub fn set_sync_delay(&self, delay: std::time::Duration) {
+        self.lock().sync_delay = delay;
+    }
+
     /// Whether a power cut has happened and `crash` has not been called since.
     pub fn is_powered_off(&self) -> bool {
         self.lock().powered_off
@@ -268,7 +275,7 @@ impl SimFs {
             let mut survivor = inode.durable.clone();
             if let (true, Some(rng)) = (appended, rng.as_mut()) {
                 let extra = inode.live.len() - inode.durable.len();
-                let keep = (rng.next() % (extra as u64 + 1)) as usize;
+                let keep = (rng.next_u64() % (extra as u64 + 1)) as usize;
                 survivor.extend_from_slice(&inode.live[inode.durable.len()..][..keep]);
             }
             inode.live = survivor.clone();
@@ -306,7 +313,7 @@ pub struct SplitMix(pub u64);
 
 impl SplitMix {
     /// The next pseudo-random value.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -316,7 +323,7 @@ impl SplitMix {
 
     /// A value in `0..n` (`n` > 0).
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.next_u64() % n.max(1)
     }
 }
 
@@ -388,6 +395,10 @@ impl FileHandle for SimFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
+        let delay = self.fs.lock().sync_delay;
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
         let mut s = self.fs.lock();
         s.admit(&Op::Sync)?;
         let inode = s.inode(self.id)?;
