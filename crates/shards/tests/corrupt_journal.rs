@@ -3,6 +3,9 @@
 //! the frame's offset (never a panic, never a silently shorter history); a torn tail, the
 //! only damage a crash can do, is cut off and the history before it kept.
 
+// Test helpers panic on failure, as the tests themselves do.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -6,6 +6,9 @@
 //!
 //! Seeded: set `SLUICE_SEED` to rerun one seed; the seed is in every failure message.
 
+// Test helpers panic on failure, as the tests themselves do.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::{DATA, config, open_sim, put, shard_dirs, state};
@@ -163,4 +166,47 @@ fn crash_at_every_operation_of_a_split() {
 #[test]
 fn crash_at_every_operation_of_a_merge() {
     crash_everywhere("merge", merge);
+}
+
+/// An I/O error (no crash) at every sync of a split: the call fails, the manager either
+/// still works in the before state or refuses everything as poisoned, and a reopen finds
+/// the stream wholly before or after.
+#[test]
+fn an_io_error_at_every_sync_of_a_split_poisons_or_rolls_back() {
+    let after = expected_after(split);
+    let mut poisoned_seen = false;
+    for n in 0..1_000u64 {
+        let (fs, m) = setup();
+        let before = state(&m, T1);
+        fs.fail_nth_sync(n, std::io::ErrorKind::Other);
+        let result = split(&m);
+        let ctx = format!("sync {n} fails ({result:?})");
+        if result.is_ok() {
+            assert_eq!(state(&m, T1), after, "{ctx}");
+            break;
+        }
+        match m.route(
+            "s",
+            sluice_shards::RouteKey::PartitionKey(b"k"),
+            TimestampMs(T1),
+        ) {
+            Err(sluice_shards::Error::Poisoned { .. }) => poisoned_seen = true,
+            Ok(_) => assert_eq!(
+                state(&m, T1),
+                before,
+                "{ctx}: a failed split changed the live state"
+            ),
+            Err(e) => panic!("{ctx}: unexpected routing error {e}"),
+        }
+        drop(m);
+        fs.clear_faults();
+        let m = open_sim(&fs, config(), T1).unwrap_or_else(|e| panic!("{ctx}: reopen failed: {e}"));
+        let now = state(&m, T1);
+        assert!(
+            now == before || now == after,
+            "{ctx}: neither before nor after"
+        );
+        check_recovered(&fs, &m, &now[0], &ctx);
+    }
+    assert!(poisoned_seen, "some sync failure hit the journal");
 }

@@ -4,6 +4,9 @@
 //! shard has one or two children, and replaying the journal (with or without a snapshot)
 //! gives the same state as the live manager.
 
+// Test helpers panic on failure, as the tests themselves do.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::{check_stream, config, open_sim, put, state};

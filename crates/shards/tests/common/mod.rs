@@ -1,7 +1,8 @@
 //! Helpers shared by the integration tests: opening a manager on a simulated or real disk,
 //! putting records, and capturing a comparable picture of the whole catalogue.
 
-#![allow(dead_code)]
+// Not every test file uses every helper, and helpers panic on failure like the tests do.
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
