@@ -11,11 +11,24 @@
 
 mod common;
 
-use common::{DATA, config, open_sim, put, shard_dirs, state};
+use common::{DATA, open_sim, put, shard_dirs, state};
+use sluice_shards::ManagerConfig;
 use sluice_shards::{CreateStream, HashKey, ShardId, ShardManager, ShardState, StreamDescription};
 use sluice_storage::{CrashMode, FileSystem, SimFs, TimestampMs};
 
 const T0: u64 = 1_000_000;
+
+thread_local! {
+    /// Compaction threshold for this test thread: tiny makes every change compact.
+    static COMPACT_BYTES: std::cell::Cell<u64> = const { std::cell::Cell::new(1 << 20) };
+}
+
+fn config() -> ManagerConfig {
+    ManagerConfig {
+        journal_compact_bytes: COMPACT_BYTES.with(|c| c.get()),
+        ..common::config()
+    }
+}
 const T1: u64 = 2_000_000;
 
 /// A stream of two shards with records in both.
@@ -161,6 +174,12 @@ fn check_recovered(fs: &SimFs, m: &ShardManager, d: &StreamDescription, ctx: &st
 #[test]
 fn crash_at_every_operation_of_a_split() {
     crash_everywhere("split", split);
+}
+
+#[test]
+fn crash_at_every_operation_of_a_split_that_compacts_the_journal() {
+    COMPACT_BYTES.with(|c| c.set(1));
+    crash_everywhere("split+compact", split);
 }
 
 #[test]

@@ -23,6 +23,8 @@ pub fn config() -> ManagerConfig {
             ..LogConfig::default()
         },
         shard_count_updates_per_day_max: 1_000,
+        // Small, so that replay after an automatic compaction is exercised everywhere.
+        journal_compact_bytes: 1024,
         ..ManagerConfig::default()
     }
 }
