@@ -88,6 +88,8 @@ struct State {
     disk_full: bool,
     /// The error kind a torn write fails with once its prefix has landed.
     write_fault_pending_kind: Option<io::ErrorKind>,
+    /// Directory renames whose parent has not been synced yet.
+    dir_renames: Vec<(PathBuf, PathBuf)>,
     /// How long a file sync takes, to make syncs overlap with appends as on a real disk.
     sync_delay: std::time::Duration,
 }
@@ -286,6 +288,7 @@ impl SimFs {
         s.write_fault = None;
         s.sync_fault = None;
         s.write_fault_pending_kind = None;
+        s.dir_renames.clear();
     }
 
     /// The live bytes of a file, for tests that inspect or damage files.
@@ -412,6 +415,26 @@ impl FileHandle for SimFile {
     }
 }
 
+/// Moves every entry at or below `from` to the same place below `to`; returns how many.
+fn move_subtree(map: &mut BTreeMap<PathBuf, Node>, from: &Path, to: &Path) -> usize {
+    let keys: Vec<PathBuf> = map
+        .keys()
+        .filter(|p| p.starts_with(from))
+        .cloned()
+        .collect();
+    for key in &keys {
+        if let (Some(node), Ok(rest)) = (map.remove(key), key.strip_prefix(from)) {
+            let dest = if rest.as_os_str().is_empty() {
+                to.to_path_buf()
+            } else {
+                to.join(rest)
+            };
+            map.insert(dest, node);
+        }
+    }
+    keys.len()
+}
+
 fn parent_of(path: &Path) -> &Path {
     path.parent().unwrap_or(Path::new(""))
 }
@@ -489,11 +512,28 @@ impl FileSystem for SimFs {
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut s = self.lock();
-        let id = s.file_at(from)?;
-        s.admit(&Op::Other)?;
-        s.live.remove(from);
-        s.live.insert(to.to_path_buf(), Node::File(id));
-        Ok(())
+        match s.live.get(from).copied() {
+            None => Err(not_found(from)),
+            Some(Node::File(id)) => {
+                s.admit(&Op::Other)?;
+                s.live.remove(from);
+                s.live.insert(to.to_path_buf(), Node::File(id));
+                Ok(())
+            }
+            Some(Node::Dir) => {
+                if s.live.contains_key(to) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        format!("{} exists", to.display()),
+                    ));
+                }
+                s.admit(&Op::Other)?;
+                let moved = move_subtree(&mut s.live, from, to);
+                debug_assert!(moved > 0);
+                s.dir_renames.push((from.to_path_buf(), to.to_path_buf()));
+                Ok(())
+            }
+        }
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
@@ -520,6 +560,18 @@ impl FileSystem for SimFs {
             return Err(not_found(path));
         }
         s.admit(&Op::Sync)?;
+        // A renamed directory keeps its durable contents under its new name.
+        let renames: Vec<(PathBuf, PathBuf)> = s
+            .dir_renames
+            .iter()
+            .filter(|(from, to)| parent_of(from) == path || parent_of(to) == path)
+            .cloned()
+            .collect();
+        s.dir_renames
+            .retain(|(from, to)| parent_of(from) != path && parent_of(to) != path);
+        for (from, to) in renames {
+            move_subtree(&mut s.durable, &from, &to);
+        }
         let live_children: Vec<(PathBuf, Node)> = s
             .live
             .iter()
@@ -591,6 +643,31 @@ mod tests {
         fs.crash(CrashMode::DropUnsynced);
         assert!(fs.exists(&dir.join("a")));
         assert!(!fs.exists(&dir.join("b")));
+    }
+
+    #[test]
+    fn a_directory_rename_carries_its_durable_contents_once_the_parent_is_synced() {
+        let (fs, dir) = setup();
+        let sub = dir.join("shard");
+        fs.create_dir_all(&sub).unwrap();
+        let a = fs.create_new(&sub.join("a")).unwrap();
+        a.write_all_at(0, b"kept").unwrap();
+        a.sync_data().unwrap();
+        fs.sync_dir(&sub).unwrap();
+        let gone = dir.join("shard.deleted");
+        fs.rename(&sub, &gone).unwrap();
+        assert!(fs.exists(&gone.join("a")) && !fs.exists(&sub));
+        fs.crash(CrashMode::DropUnsynced);
+        assert_eq!(
+            fs.read_file(&sub.join("a")).unwrap(),
+            b"kept",
+            "rename not synced"
+        );
+        fs.rename(&sub, &gone).unwrap();
+        fs.sync_dir(&dir).unwrap();
+        fs.crash(CrashMode::DropUnsynced);
+        assert_eq!(fs.read_file(&gone.join("a")).unwrap(), b"kept");
+        assert!(!fs.exists(&sub));
     }
 
     #[test]

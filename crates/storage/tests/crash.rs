@@ -288,3 +288,28 @@ fn simulated_disk_is_deterministic() {
     assert_eq!(a, b);
     let _ = SimFs::new();
 }
+
+#[test]
+fn removing_a_log_is_all_or_nothing_across_a_crash() {
+    let config = small_config();
+    for k in 0..12 {
+        let (sim, fs, dir) = sim();
+        let parent = dir.parent().unwrap().to_path_buf();
+        let out = workload(&fs, &dir, &config, 3);
+        sim.power_cut_after(k, None);
+        let removed = sluice_storage::remove_log(&*fs, &dir).is_ok();
+        sim.crash(CrashMode::DropUnsynced);
+        sluice_storage::remove_leftover_logs(&*fs, &parent).unwrap();
+        if removed {
+            assert!(!fs.exists(&dir), "cut {k}: a removed log came back");
+        }
+        if fs.exists(&dir) {
+            verify(&fs, &dir, &config, &out, &format!("cut {k}: log kept"));
+        }
+        let left = fs.list_dir(&parent).unwrap();
+        assert!(
+            left.iter().all(|n| !n.ends_with(".deleted")),
+            "cut {k}: {left:?}"
+        );
+    }
+}
