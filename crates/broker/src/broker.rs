@@ -1,0 +1,508 @@
+//! [`Broker`]: the engine both front-ends share. This file holds the struct, start-up,
+//! stream and shard administration, and the helpers the data paths use; puts are in
+//! `put`, iterators, reads and subscriptions in `read`, timers in `maintenance`.
+//!
+//! Storage and the shard manager are synchronous and may block on `fdatasync` or page
+//! faults, so every call into them runs on the blocking thread pool (`spawn_blocking`),
+//! never on the async runtime's threads.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sluice_shards::{CreateStream, ShardHandle, ShardId, ShardInfo, ShardManager, ShardState};
+use sluice_storage::{Log, RealFs, SegmentCache, TimestampMs};
+use tokio::sync::Notify;
+
+use crate::config::BrokerConfig;
+use crate::error::{Error, Result};
+use crate::iterator::IteratorKey;
+use crate::limits::Usage;
+use crate::seqnum::SequenceNumber;
+use crate::types::{
+    HashKeyRange, ShardCountUpdate, ShardList, ShardView, StreamList, StreamListEntry, StreamView,
+};
+
+/// The name of the iterator key file in the data directory.
+const ITERATOR_KEY_FILE: &str = "iterator.key";
+/// Mapped sealed segments kept open across all shards.
+const SEGMENT_CACHE_CAPACITY: usize = 1024;
+
+/// The broker engine. Share it as `Arc<Broker>`.
+pub struct Broker {
+    pub(crate) config: BrokerConfig,
+    pub(crate) manager: Arc<ShardManager>,
+    pub(crate) key: IteratorKey,
+    /// Woken after every append to a shard, keyed by (stream uid, shard index).
+    notifiers: Mutex<HashMap<(u64, u64), Arc<Notify>>>,
+    /// Creation times of shards (they never change), keyed by (stream uid, shard index).
+    created: Mutex<HashMap<(u64, u64), u64>>,
+    /// What the data paths need to know of a stream, per stream uid.
+    facts: Mutex<HashMap<u64, StreamFacts>>,
+    /// Per-shard throughput accounting, when limits are on.
+    pub(crate) usage: Mutex<HashMap<(u64, u64), Usage>>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("data_dir", &self.config.data_dir)
+            .finish()
+    }
+}
+
+/// Milliseconds since the epoch, now.
+pub(crate) fn now_ms() -> TimestampMs {
+    TimestampMs(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+    )
+}
+
+/// Runs blocking storage work off the async runtime's threads.
+pub(crate) async fn blocking<T, F>(f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f).await?
+}
+
+/// Parses a shard id leniently, as Kinesis does: `shardId-000000000005`, `shardId-5` and
+/// `shard-5` all name shard 5.
+pub fn parse_shard_id(text: &str) -> Option<ShardId> {
+    let digits = text.rsplit_once('-').map_or(text, |(_, d)| d);
+    if digits.is_empty() || digits.len() > 12 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    ShardId::new(digits.parse().ok()?)
+}
+
+impl Broker {
+    /// Opens the broker on `config.data_dir` (created if absent): replays the metadata
+    /// journal and recovers every shard log. Blocking; call it once at start-up.
+    pub fn open(config: BrokerConfig) -> Result<Arc<Broker>> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            Error::Internal(format!(
+                "cannot create data directory {}: {e}",
+                config.data_dir.display()
+            ))
+        })?;
+        let key_path = config.data_dir.join(ITERATOR_KEY_FILE);
+        let key = IteratorKey::load_or_create(&key_path)
+            .map_err(|e| Error::Internal(format!("iterator key {}: {e}", key_path.display())))?;
+        let manager = ShardManager::open(
+            RealFs::shared(),
+            &config.data_dir,
+            config.manager.clone(),
+            SegmentCache::new(SEGMENT_CACHE_CAPACITY),
+            now_ms(),
+        )?;
+        Ok(Arc::new(Broker {
+            config,
+            manager: Arc::new(manager),
+            key,
+            notifiers: Mutex::new(HashMap::new()),
+            created: Mutex::new(HashMap::new()),
+            facts: Mutex::new(HashMap::new()),
+            usage: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// The configuration the broker was opened with.
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
+    /// Syncs every shard log and writes its recovery point, so the next start scans
+    /// nothing. Call it after the front-ends have stopped taking requests.
+    pub async fn shutdown(&self) -> Result<()> {
+        let manager = self.manager.clone();
+        blocking(move || {
+            let mut first_error = None;
+            for (_, _, log) in all_logs(&manager, now_ms())? {
+                if let Err(e) = log.close() {
+                    tracing::error!(log = %log.dir().display(), error = %e, "could not close a shard log");
+                    first_error.get_or_insert(Error::from(e));
+                }
+            }
+            first_error.map_or(Ok(()), Err)
+        })
+        .await
+    }
+
+    /// CreateStream.
+    pub async fn create_stream(&self, req: CreateStream) -> Result<()> {
+        let m = self.manager.clone();
+        blocking(move || Ok(m.create_stream(&req, now_ms())?)).await
+    }
+
+    /// DeleteStream.
+    pub async fn delete_stream(&self, name: &str) -> Result<()> {
+        let (m, name) = (self.manager.clone(), name.to_owned());
+        blocking(move || Ok(m.delete_stream(&name, now_ms())?)).await
+    }
+
+    /// DescribeStream: the stream and a page of its shards (`limit` default 100, at most
+    /// 100 returned) after `exclusive_start_shard_id`.
+    pub async fn describe_stream(
+        &self,
+        name: &str,
+        limit: Option<usize>,
+        exclusive_start_shard_id: Option<&str>,
+    ) -> Result<StreamView> {
+        let limit = limit.unwrap_or(100);
+        if !(1..=10_000).contains(&limit) {
+            return Err(Error::InvalidArgument(format!(
+                "Limit {limit} is outside 1 ..= 10000."
+            )));
+        }
+        let after = exclusive_start_shard_id.map(shard_after).transpose()?;
+        let (m, name) = (self.manager.clone(), name.to_owned());
+        let d = blocking(move || Ok(m.describe_stream(&name, now_ms())?)).await?;
+        let live: Vec<&ShardInfo> = d
+            .shards
+            .iter()
+            .filter(|s| s.state() != ShardState::Expired && after.is_none_or(|a| s.id() > a))
+            .collect();
+        let page = limit.min(100);
+        Ok(StreamView {
+            name: d.name.clone(),
+            arn: d.arn.clone(),
+            status: d.status,
+            retention_hours: d.retention_hours,
+            max_record_size_kib: d.max_record_size_kib,
+            created: d.created,
+            open_shard_count: d.open_shard_count,
+            has_more_shards: live.len() > page,
+            shards: live.into_iter().take(page).map(shard_view).collect(),
+        })
+    }
+
+    /// ListStreams: names in order after `exclusive_start` (`limit` default 100, at most
+    /// 100 returned).
+    pub async fn list_streams(
+        &self,
+        exclusive_start: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<StreamList> {
+        let limit = limit.unwrap_or(100);
+        if !(1..=10_000).contains(&limit) {
+            return Err(Error::InvalidArgument(format!(
+                "Limit {limit} is outside 1 ..= 10000."
+            )));
+        }
+        let (m, start) = (self.manager.clone(), exclusive_start.map(str::to_owned));
+        let page =
+            blocking(move || Ok(m.list_streams(start.as_deref(), limit.min(100), now_ms())?))
+                .await?;
+        Ok(StreamList {
+            streams: page
+                .streams
+                .into_iter()
+                .map(|s| StreamListEntry {
+                    name: s.name,
+                    arn: s.arn,
+                    status: s.status,
+                    created: s.created,
+                })
+                .collect(),
+            has_more: page.has_more,
+        })
+    }
+
+    /// ListShards: shards not yet expired, in id order, after `exclusive_start_shard_id`
+    /// (`max_results` default 1000, 1 ..= 10000, at most 1000 returned).
+    pub async fn list_shards(
+        &self,
+        name: &str,
+        exclusive_start_shard_id: Option<&str>,
+        max_results: Option<usize>,
+    ) -> Result<ShardList> {
+        let max = max_results.unwrap_or(1000);
+        if !(1..=10_000).contains(&max) {
+            return Err(Error::InvalidArgument(format!(
+                "MaxResults {max} is outside 1 ..= 10000."
+            )));
+        }
+        let after = exclusive_start_shard_id.map(shard_after).transpose()?;
+        let (m, name) = (self.manager.clone(), name.to_owned());
+        let shards = blocking(move || Ok(m.list_shards(&name, now_ms())?)).await?;
+        let rest: Vec<&ShardInfo> = shards
+            .iter()
+            .filter(|s| after.is_none_or(|a| s.id() > a))
+            .collect();
+        let page = max.min(1000);
+        let more = rest.len() > page;
+        let shards: Vec<ShardView> = rest.into_iter().take(page).map(shard_view).collect();
+        Ok(ShardList {
+            next_exclusive_start_shard_id: if more {
+                shards.last().map(|s| s.shard_id.clone())
+            } else {
+                None
+            },
+            shards,
+        })
+    }
+
+    /// SplitShard.
+    pub async fn split_shard(
+        &self,
+        name: &str,
+        shard_id: &str,
+        new_starting_hash_key: &str,
+    ) -> Result<()> {
+        let shard = self.shard_id_for_change(name, shard_id)?;
+        let key = sluice_shards::HashKey::parse_decimal(new_starting_hash_key).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "NewStartingHashKey {new_starting_hash_key} is not a decimal number in 0 ..= 2^128-1."
+            ))
+        })?;
+        let (m, name) = (self.manager.clone(), name.to_owned());
+        blocking(move || Ok(m.split_shard(&name, shard, key, now_ms())?)).await?;
+        self.wake_all();
+        Ok(())
+    }
+
+    /// MergeShards: `shard_id` is the lower of two adjacent open shards.
+    pub async fn merge_shards(
+        &self,
+        name: &str,
+        shard_id: &str,
+        adjacent_shard_id: &str,
+    ) -> Result<()> {
+        let a = self.shard_id_for_change(name, shard_id)?;
+        let b = self.shard_id_for_change(name, adjacent_shard_id)?;
+        let (m, name) = (self.manager.clone(), name.to_owned());
+        blocking(move || Ok(m.merge_shards(&name, a, b, now_ms())?)).await?;
+        self.wake_all();
+        Ok(())
+    }
+
+    /// UpdateShardCount with uniform scaling.
+    pub async fn update_shard_count(&self, name: &str, target: u32) -> Result<ShardCountUpdate> {
+        let (m, name) = (self.manager.clone(), name.to_owned());
+        let out = blocking(move || Ok(m.update_shard_count(&name, target, now_ms())?)).await?;
+        self.wake_all();
+        Ok(ShardCountUpdate {
+            current_shard_count: out.current,
+            target_shard_count: out.target,
+        })
+    }
+
+    /// IncreaseStreamRetentionPeriod.
+    pub async fn increase_retention(&self, name: &str, hours: u32) -> Result<()> {
+        let (m, name) = (self.manager.clone(), name.to_owned());
+        let out = blocking(move || Ok(m.increase_retention(&name, hours, now_ms())?)).await;
+        lock(&self.facts).clear();
+        out
+    }
+
+    /// DecreaseStreamRetentionPeriod.
+    pub async fn decrease_retention(&self, name: &str, hours: u32) -> Result<()> {
+        let (m, name) = (self.manager.clone(), name.to_owned());
+        let out = blocking(move || Ok(m.decrease_retention(&name, hours, now_ms())?)).await;
+        lock(&self.facts).clear();
+        out
+    }
+
+    /// AddTagsToStream.
+    pub async fn add_tags(&self, name: &str, tags: BTreeMap<String, String>) -> Result<()> {
+        let (m, name) = (self.manager.clone(), name.to_owned());
+        blocking(move || Ok(m.add_tags(&name, &tags, now_ms())?)).await
+    }
+
+    /// RemoveTagsFromStream.
+    pub async fn remove_tags(&self, name: &str, keys: Vec<String>) -> Result<()> {
+        let (m, name) = (self.manager.clone(), name.to_owned());
+        blocking(move || Ok(m.remove_tags(&name, &keys, now_ms())?)).await
+    }
+
+    /// ListTagsForStream: `(tags, has_more)`.
+    pub async fn list_tags(
+        &self,
+        name: &str,
+        exclusive_start: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<(Vec<(String, String)>, bool)> {
+        let (m, name, start) = (
+            self.manager.clone(),
+            name.to_owned(),
+            exclusive_start.map(str::to_owned),
+        );
+        let limit = limit.unwrap_or(50);
+        let page =
+            blocking(move || Ok(m.list_tags(&name, start.as_deref(), limit, now_ms())?)).await?;
+        Ok((page.tags, page.has_more))
+    }
+
+    // ---- helpers for the data paths ----
+
+    fn shard_id_for_change(&self, stream: &str, text: &str) -> Result<ShardId> {
+        parse_shard_id(text).ok_or_else(|| {
+            Error::ResourceNotFound(format!(
+                "Could not find shard {text} in stream {stream} under account {}.",
+                self.config.manager.account
+            ))
+        })
+    }
+
+    /// Resolves a shard for reading; an unknown or malformed id is not found.
+    pub(crate) async fn shard_handle(&self, stream: &str, shard_id: &str) -> Result<ShardHandle> {
+        let not_found = || {
+            Error::ResourceNotFound(format!(
+                "Shard {shard_id} in stream {stream} under account {} does not exist",
+                self.config.manager.account
+            ))
+        };
+        let id = parse_shard_id(shard_id).ok_or_else(not_found)?;
+        let (m, name) = (self.manager.clone(), stream.to_owned());
+        let handle = blocking(move || Ok(m.shard(&name, id, now_ms())?)).await?;
+        if handle.log.is_none() {
+            return Err(not_found());
+        }
+        Ok(handle)
+    }
+
+    /// The creation time of a shard, ms (cached: it never changes).
+    pub(crate) fn shard_created_ms(&self, stream: &str, uid: u64, shard: ShardId) -> Result<u64> {
+        if let Some(ms) = lock(&self.created).get(&(uid, shard.index())) {
+            return Ok(*ms);
+        }
+        let handle = self.manager.shard(stream, shard, now_ms())?;
+        let ms = handle.info.created().0;
+        lock(&self.created).insert((uid, shard.index()), ms);
+        Ok(ms)
+    }
+
+    /// The largest record (data plus partition key) the stream accepts, bytes (cached).
+    pub(crate) fn record_bytes_max(&self, stream: &str, uid: u64) -> Result<usize> {
+        Ok(self.facts(stream, uid)?.record_bytes_max)
+    }
+
+    /// What the data paths need to know of a stream (cached per stream incarnation;
+    /// retention changes clear it).
+    pub(crate) fn facts(&self, stream: &str, uid: u64) -> Result<StreamFacts> {
+        if let Some(f) = lock(&self.facts).get(&uid) {
+            return Ok(*f);
+        }
+        let d = self.manager.describe_stream(stream, now_ms())?;
+        let f = StreamFacts {
+            record_bytes_max: d.max_record_size_kib as usize * 1024,
+            retention_ms: u64::from(d.retention_hours) * 3_600_000,
+        };
+        if d.uid == uid {
+            lock(&self.facts).insert(uid, f);
+        }
+        Ok(f)
+    }
+
+    /// The notifier woken after appends to a shard.
+    pub(crate) fn notifier(&self, uid: u64, shard: u64) -> Arc<Notify> {
+        lock(&self.notifiers)
+            .entry((uid, shard))
+            .or_default()
+            .clone()
+    }
+
+    /// Wakes every subscription, so those on shards a reshard just closed see their end
+    /// now rather than at their next heartbeat.
+    fn wake_all(&self) {
+        for n in lock(&self.notifiers).values() {
+            n.notify_waiters();
+        }
+    }
+
+    /// A record's wire sequence number.
+    pub(crate) fn sequence_number(
+        &self,
+        created_ms: u64,
+        shard: ShardId,
+        seq: sluice_storage::SeqNo,
+        arrival: TimestampMs,
+    ) -> String {
+        SequenceNumber::for_record(created_ms, shard.index() as u32, seq, arrival.0).encode()
+    }
+}
+
+/// What the data paths need to know of a stream.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StreamFacts {
+    /// Largest record, data plus partition key, bytes.
+    pub record_bytes_max: usize,
+    /// Records older than this are never returned, ms.
+    pub retention_ms: u64,
+}
+
+/// Locks a mutex, carrying on after a panic elsewhere (the data inside stays consistent:
+/// every critical section here is a single map operation).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn shard_after(text: &str) -> Result<ShardId> {
+    parse_shard_id(text).ok_or_else(|| {
+        Error::InvalidArgument(format!("ExclusiveStartShardId {text} is not a shard id."))
+    })
+}
+
+/// A shard as clients see it.
+pub(crate) fn shard_view(s: &ShardInfo) -> ShardView {
+    let index = s.id().index() as u32;
+    let created = s.created().0;
+    ShardView {
+        shard_id: s.id().to_string(),
+        parent_shard_id: s.parent().map(|p| p.to_string()),
+        adjacent_parent_shard_id: s.adjacent_parent().map(|p| p.to_string()),
+        hash_key_range: HashKeyRange {
+            starting_hash_key: s.range().start().0.to_string(),
+            ending_hash_key: s.range().end().0.to_string(),
+        },
+        starting_sequence_number: SequenceNumber::starting(created, index).encode(),
+        ending_sequence_number: s
+            .closed()
+            .map(|c| SequenceNumber::ending(created, index, c.at.0).encode()),
+    }
+}
+
+/// Every live shard log: (stream name, retention hours, log).
+pub(crate) fn all_logs(m: &ShardManager, now: TimestampMs) -> Result<Vec<(String, u32, Arc<Log>)>> {
+    let mut out = Vec::new();
+    let mut start: Option<String> = None;
+    loop {
+        let page = m.list_streams(start.as_deref(), 10_000, now)?;
+        for s in &page.streams {
+            let Ok(d) = m.describe_stream(&s.name, now) else {
+                continue;
+            };
+            for info in d.shards.iter().filter(|i| i.state() != ShardState::Expired) {
+                if let Ok(ShardHandle { log: Some(log), .. }) = m.shard(&s.name, info.id(), now) {
+                    out.push((s.name.clone(), d.retention_hours, log));
+                }
+            }
+        }
+        match (page.has_more, page.streams.last()) {
+            (true, Some(last)) => start = Some(last.name.clone()),
+            _ => return Ok(out),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_ids_parse_leniently() {
+        assert_eq!(
+            parse_shard_id("shardId-000000000005").map(ShardId::index),
+            Some(5)
+        );
+        assert_eq!(parse_shard_id("shardId-5").map(ShardId::index), Some(5));
+        assert_eq!(parse_shard_id("shard-12").map(ShardId::index), Some(12));
+        for bad in ["", "shardId-", "shardId-x", "shardId-1234567890123", "abc"] {
+            assert_eq!(parse_shard_id(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,429 @@
+//! Reading: GetShardIterator (five starting positions, exact boundaries), GetRecords
+//! (limits, NextShardIterator, MillisBehindLatest, ChildShards at the end of a closed
+//! shard) and subscriptions that push records as soon as they are committed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sluice_shards::{ShardHandle, ShardId};
+use sluice_storage::{Log, SeqNo, TimestampMs};
+use tokio::sync::mpsc;
+
+use crate::broker::{Broker, blocking, now_ms};
+use crate::error::{Error, Result};
+use crate::iterator::Position;
+use crate::seqnum::SequenceNumber;
+use crate::types::{
+    ChildShard, GetRecordsOutput, HashKeyRange, RecordView, StartingPosition, SubscribeEvent,
+};
+
+/// A subscription with nothing to deliver sends an empty event this often.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// What one read of a shard produced.
+struct Batch {
+    records: Vec<RecordView>,
+    /// Where the next read starts.
+    next: SeqNo,
+    /// The AT_TIMESTAMP bound still to apply (cleared once a record passed it).
+    min_ts: Option<TimestampMs>,
+    millis_behind: u64,
+    bytes: u64,
+}
+
+/// Where a reader is: a shard of one stream incarnation and a log position.
+#[derive(Clone)]
+struct Cursor {
+    stream: String,
+    uid: u64,
+    shard: ShardId,
+    created_ms: u64,
+    log: Arc<Log>,
+    seq: SeqNo,
+    min_ts: Option<TimestampMs>,
+}
+
+impl Broker {
+    /// GetShardIterator.
+    pub async fn get_shard_iterator(
+        &self,
+        stream: &str,
+        shard_id: &str,
+        position: StartingPosition,
+    ) -> Result<String> {
+        let now = now_ms();
+        let cursor = self.start(stream, shard_id, &position, now).await?;
+        Ok(self.key.encode(&Position {
+            stream: cursor.stream,
+            stream_uid: cursor.uid,
+            shard_index: cursor.shard.index() as u32,
+            seq: cursor.seq,
+            min_ts: cursor.min_ts,
+            issued: now,
+        }))
+    }
+
+    /// GetRecords: up to `limit` records (default and at most 10,000) and 10 MiB.
+    pub async fn get_records(
+        &self,
+        iterator: &str,
+        limit: Option<usize>,
+    ) -> Result<GetRecordsOutput> {
+        let limit = limit.unwrap_or(self.config.get_records_max);
+        if !(1..=self.config.get_records_max).contains(&limit) {
+            return Err(Error::InvalidArgument(format!(
+                "Limit {limit} is outside 1 ..= {}.",
+                self.config.get_records_max
+            )));
+        }
+        let pos = self
+            .key
+            .decode(iterator)
+            .ok_or_else(|| Error::InvalidArgument("Invalid ShardIterator.".into()))?;
+        let now = now_ms();
+        let age = now.0.saturating_sub(pos.issued.0);
+        if age > self.config.iterator_ttl_ms {
+            return Err(Error::ExpiredIterator(format!(
+                "Iterator expired. The iterator was created at time {} while right now it is {} which is further in the future than the tolerated delay of {} milliseconds.",
+                pos.issued.0, now.0, self.config.iterator_ttl_ms
+            )));
+        }
+        let (handle, cursor) = self.resume(&pos).await?;
+        self.admit_read(cursor.uid, cursor.shard.index(), &cursor.stream)?;
+        let batch = self.read_batch(&cursor, limit).await?;
+        self.account_read_bytes(cursor.uid, cursor.shard.index(), batch.bytes);
+        let end = self.closed_end(&handle, &cursor).await?;
+        let (next_shard_iterator, child_shards) = match end {
+            Some(end) if batch.next >= end => {
+                (None, self.child_shards(&cursor.stream, &handle).await?)
+            }
+            _ => {
+                let next = Position {
+                    seq: batch.next,
+                    min_ts: batch.min_ts,
+                    issued: now,
+                    ..pos
+                };
+                (Some(self.key.encode(&next)), Vec::new())
+            }
+        };
+        Ok(GetRecordsOutput {
+            records: batch.records,
+            next_shard_iterator,
+            millis_behind_latest: batch.millis_behind,
+            child_shards,
+        })
+    }
+
+    /// Pushes the records of a shard to the returned channel as soon as they are committed,
+    /// from any starting position. An event with no records is sent every few seconds while
+    /// nothing arrives. At the end of a closed shard the last event carries its children.
+    /// The subscription ends after `subscription_ttl_ms`, or when the receiver is dropped.
+    pub async fn subscribe(
+        self: &Arc<Self>,
+        stream: &str,
+        shard_id: &str,
+        position: StartingPosition,
+    ) -> Result<mpsc::Receiver<Result<SubscribeEvent>>> {
+        let cursor = self.start(stream, shard_id, &position, now_ms()).await?;
+        let (tx, rx) = mpsc::channel(self.config.subscription_buffer.max(1));
+        let this = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = this.pump(cursor, &tx).await {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        Ok(rx)
+    }
+
+    /// The body of a subscription.
+    async fn pump(
+        &self,
+        mut cursor: Cursor,
+        tx: &mpsc::Sender<Result<SubscribeEvent>>,
+    ) -> Result<()> {
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(self.config.subscription_ttl_ms);
+        let notify = self.notifier(cursor.uid, cursor.shard.index());
+        loop {
+            // Register for the wake-up before reading, so an append in between is not missed.
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let batch = self
+                .read_batch(&cursor, self.config.get_records_max)
+                .await?;
+            cursor.seq = batch.next;
+            cursor.min_ts = batch.min_ts;
+            if !batch.records.is_empty() {
+                let event = self.event(&cursor, batch.records, batch.millis_behind, Vec::new());
+                if tx.send(Ok(event)).await.is_err() {
+                    return Ok(());
+                }
+                continue;
+            }
+            if cursor.log.is_sealed() {
+                let handle = self
+                    .shard_handle(&cursor.stream, &cursor.shard.to_string())
+                    .await?;
+                if let Some(end) = self.closed_end(&handle, &cursor).await? {
+                    if cursor.seq >= end {
+                        let children = self.child_shards(&cursor.stream, &handle).await?;
+                        let _ = tx
+                            .send(Ok(self.event(&cursor, Vec::new(), 0, children)))
+                            .await;
+                        return Ok(());
+                    }
+                }
+            }
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep(HEARTBEAT) => {
+                    if tx.send(Ok(self.event(&cursor, Vec::new(), 0, Vec::new()))).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                _ = tx.closed() => return Ok(()),
+                _ = tokio::time::sleep_until(deadline) => return Ok(()),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(());
+            }
+        }
+    }
+
+    fn event(
+        &self,
+        cursor: &Cursor,
+        records: Vec<RecordView>,
+        millis_behind: u64,
+        child_shards: Vec<ChildShard>,
+    ) -> SubscribeEvent {
+        // A number whose AFTER position is the cursor: resuming from it loses nothing.
+        let continuation = SequenceNumber {
+            shard_created_s: cursor.created_ms / 1000,
+            shard_index: cursor.shard.index() as u32,
+            counter: cursor.seq.0,
+            arrival_s: now_ms().0 / 1000,
+        };
+        SubscribeEvent {
+            records,
+            continuation_sequence_number: continuation.encode(),
+            millis_behind_latest: millis_behind,
+            child_shards,
+        }
+    }
+
+    /// Resolves a starting position on a shard.
+    async fn start(
+        &self,
+        stream: &str,
+        shard_id: &str,
+        position: &StartingPosition,
+        now: TimestampMs,
+    ) -> Result<Cursor> {
+        let handle = self.shard_handle(stream, shard_id).await?;
+        let log = handle.log.clone().ok_or_else(|| {
+            Error::ResourceNotFound(format!(
+                "Shard {shard_id} in stream {stream} does not exist"
+            ))
+        })?;
+        let shard = handle.info.id();
+        let created_ms = handle.info.created().0;
+        let mut cursor = Cursor {
+            stream: stream.to_owned(),
+            uid: handle.stream_uid,
+            shard,
+            created_ms,
+            log,
+            seq: SeqNo(0),
+            min_ts: None,
+        };
+        let number = |text: &str| self.number_for_shard(text, stream, shard, created_ms);
+        cursor.seq = match position {
+            StartingPosition::TrimHorizon => cursor.log.trim_horizon(),
+            StartingPosition::Latest => cursor.log.next_seq(),
+            StartingPosition::AtSequenceNumber(s) => number(s)?.at_position(),
+            StartingPosition::AfterSequenceNumber(s) => number(s)?.after_position(),
+            StartingPosition::AtTimestamp(t) => {
+                if t.0 > now.0 {
+                    return Err(Error::InvalidArgument(format!(
+                        "The timestampInMillis parameter cannot be greater than the currentTimestampInMillis. timestampInMillis: {}, currentTimestampInMillis: {}",
+                        t.0, now.0
+                    )));
+                }
+                cursor.min_ts = Some(*t);
+                let (log, t) = (cursor.log.clone(), *t);
+                blocking(move || Ok(log.seek_time(t)?)).await?
+            }
+        };
+        Ok(cursor)
+    }
+
+    /// Decodes a sequence number and checks that it belongs to this shard.
+    fn number_for_shard(
+        &self,
+        text: &str,
+        stream: &str,
+        shard: ShardId,
+        created_ms: u64,
+    ) -> Result<SequenceNumber> {
+        let account = &self.config.manager.account;
+        let n = SequenceNumber::decode(text).map_err(|_| {
+            Error::InvalidArgument(format!(
+                "StartingSequenceNumber {text} used in GetShardIterator on shard {shard} in stream {stream} under account {account} is invalid."
+            ))
+        })?;
+        if u64::from(n.shard_index) != shard.index() {
+            let other = ShardId::new(u64::from(n.shard_index))
+                .map_or_else(|| n.shard_index.to_string(), |s| s.to_string());
+            return Err(Error::InvalidArgument(format!(
+                "Invalid StartingSequenceNumber. It encodes {other}, while it was used in a call to a shard with {shard}"
+            )));
+        }
+        if n.shard_created_s != created_ms / 1000 {
+            return Err(Error::InvalidArgument(format!(
+                "StartingSequenceNumber {text} used in GetShardIterator on shard {shard} in stream {stream} under account {account} is invalid because it did not come from this stream."
+            )));
+        }
+        Ok(n)
+    }
+
+    /// Finds the shard an iterator names, refusing one from an earlier stream of the name.
+    async fn resume(&self, pos: &Position) -> Result<(ShardHandle, Cursor)> {
+        let shard = ShardId::new(u64::from(pos.shard_index));
+        let not_found = || {
+            Error::ResourceNotFound(format!(
+                "Shard shardId-{:012} in stream {} under account {} does not exist",
+                pos.shard_index, pos.stream, self.config.manager.account
+            ))
+        };
+        let shard = shard.ok_or_else(not_found)?;
+        let handle = match self.shard_handle(&pos.stream, &shard.to_string()).await {
+            Ok(h) if h.stream_uid == pos.stream_uid => h,
+            Ok(_) | Err(Error::ResourceNotFound(_)) => return Err(not_found()),
+            Err(e) => return Err(e),
+        };
+        let log = handle.log.clone().ok_or_else(not_found)?;
+        let cursor = Cursor {
+            stream: pos.stream.clone(),
+            uid: pos.stream_uid,
+            shard,
+            created_ms: handle.info.created().0,
+            log,
+            seq: pos.seq,
+            min_ts: pos.min_ts,
+        };
+        Ok((handle, cursor))
+    }
+
+    /// Reads a batch from a cursor, skipping records past retention or before an
+    /// AT_TIMESTAMP bound.
+    async fn read_batch(&self, cursor: &Cursor, limit: usize) -> Result<Batch> {
+        let facts = self.facts(&cursor.stream, cursor.uid)?;
+        let bytes_max = self.config.get_records_bytes_max;
+        let c = cursor.clone();
+        let now = now_ms();
+        let (records, next, min_ts, behind_ts) = blocking(move || {
+            let log = &c.log;
+            let from = c.seq.max(log.trim_horizon());
+            if from >= log.next_seq() {
+                return Ok((Vec::new(), c.seq.max(from), c.min_ts, None));
+            }
+            let batch = log.read(from, limit, bytes_max)?;
+            let cutoff = now.0.saturating_sub(facts.retention_ms);
+            let mut min_ts = c.min_ts;
+            let mut records = batch.records;
+            records.retain(|r| {
+                let keep = r.timestamp.0 >= cutoff && min_ts.is_none_or(|t| r.timestamp >= t);
+                if keep {
+                    min_ts = None;
+                }
+                keep
+            });
+            // How far behind: the arrival time of the first record not returned.
+            let behind_ts = if batch.next < log.next_seq() {
+                log.read(batch.next, 1, 0)?
+                    .records
+                    .first()
+                    .map(|r| r.timestamp)
+            } else {
+                None
+            };
+            Ok((records, batch.next, min_ts, behind_ts))
+        })
+        .await?;
+        let mut bytes = 0u64;
+        let records: Vec<RecordView> = records
+            .into_iter()
+            .map(|r| {
+                bytes += r.data.len() as u64;
+                RecordView {
+                    sequence_number: self.sequence_number(
+                        cursor.created_ms,
+                        cursor.shard,
+                        r.seq,
+                        r.timestamp,
+                    ),
+                    approximate_arrival_timestamp: r.timestamp,
+                    partition_key: String::from_utf8_lossy(&r.partition_key).into_owned(),
+                    data: Bytes::from(r.data),
+                }
+            })
+            .collect();
+        let millis_behind = behind_ts.map_or(0, |t| now.0.saturating_sub(t.0));
+        Ok(Batch {
+            records,
+            next,
+            min_ts,
+            millis_behind,
+            bytes,
+        })
+    }
+
+    /// The position after a closed shard's last record, `None` while it is open.
+    async fn closed_end(&self, handle: &ShardHandle, cursor: &Cursor) -> Result<Option<SeqNo>> {
+        if let Some(c) = handle.info.closed() {
+            return Ok(Some(c.end));
+        }
+        if !cursor.log.is_sealed() {
+            return Ok(None);
+        }
+        // Sealed since the handle was taken: ask the catalogue whether the reshard committed.
+        let fresh = self
+            .shard_handle(&cursor.stream, &cursor.shard.to_string())
+            .await?;
+        Ok(fresh.info.closed().map(|c| c.end))
+    }
+
+    /// The children of a closed shard, as ChildShards.
+    async fn child_shards(&self, stream: &str, handle: &ShardHandle) -> Result<Vec<ChildShard>> {
+        let handle = if handle.children.is_empty() {
+            self.shard_handle(stream, &handle.info.id().to_string())
+                .await?
+        } else {
+            handle.clone()
+        };
+        let mut out = Vec::with_capacity(handle.children.len());
+        for child in &handle.children {
+            let (m, name, id) = (self.manager.clone(), stream.to_owned(), *child);
+            let h = blocking(move || Ok(m.shard(&name, id, now_ms())?)).await?;
+            let info = &h.info;
+            out.push(ChildShard {
+                shard_id: info.id().to_string(),
+                parent_shards: info
+                    .parent()
+                    .into_iter()
+                    .chain(info.adjacent_parent())
+                    .map(|p| p.to_string())
+                    .collect(),
+                hash_key_range: HashKeyRange {
+                    starting_hash_key: info.range().start().0.to_string(),
+                    ending_hash_key: info.range().end().0.to_string(),
+                },
+            });
+        }
+        Ok(out)
+    }
+}

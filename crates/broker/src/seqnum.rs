@@ -1,0 +1,284 @@
+//! Sequence numbers on the wire: decimal strings in the layout of real Kinesis numbers
+//! (version 2, 47 hex digits, about 56 decimal digits). Pure codec, no I/O.
+//!
+//! | hex digits | bits | field |
+//! |-----------:|-----:|-------|
+//! | 0      | 4  | constant 2 |
+//! | 1–9    | 36 | shard creation time, epoch seconds |
+//! | 10     | 4  | low hex digit of the shard index |
+//! | 11–26  | 64 | per-shard counter (top bit 0): 0 is the shard's starting number, record `n` of the log is `n + 1`, `i64::MAX` is a closed shard's ending number |
+//! | 27–28  | 8  | zero |
+//! | 29–37  | 36 | record arrival time, epoch seconds |
+//! | 38–45  | 32 | shard index |
+//! | 46     | 4  | version, 2 |
+//!
+//! Creation time is the most significant field, so every record of a child shard compares
+//! greater than every record of its parents, and numbers compare correctly as integers. The
+//! shard index and creation time let the broker refuse a number from another shard, or
+//! from an earlier stream of the same name.
+
+use sluice_storage::SeqNo;
+
+/// The counter of a closed shard's `EndingSequenceNumber`.
+pub const ENDING_COUNTER: u64 = i64::MAX as u64;
+const SECONDS_MASK: u64 = (1 << 36) - 1;
+const DIGITS_MAX: usize = 129;
+
+/// The fields of a sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SequenceNumber {
+    /// The shard's creation time, epoch seconds.
+    pub shard_created_s: u64,
+    /// The shard's index (`shardId-000000000007` is 7).
+    pub shard_index: u32,
+    /// The per-shard counter.
+    pub counter: u64,
+    /// The record's arrival time, epoch seconds.
+    pub arrival_s: u64,
+}
+
+/// Why a string is not a sequence number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Malformed(pub &'static str);
+
+impl SequenceNumber {
+    /// The number of the record at `seq` in a shard's log.
+    pub fn for_record(
+        shard_created_ms: u64,
+        shard_index: u32,
+        seq: SeqNo,
+        arrival_ms: u64,
+    ) -> Self {
+        SequenceNumber {
+            shard_created_s: shard_created_ms / 1000,
+            shard_index,
+            counter: seq.0 + 1,
+            arrival_s: arrival_ms / 1000,
+        }
+    }
+
+    /// A shard's `StartingSequenceNumber`: below every record of the shard.
+    pub fn starting(shard_created_ms: u64, shard_index: u32) -> Self {
+        SequenceNumber {
+            shard_created_s: shard_created_ms / 1000,
+            shard_index,
+            counter: 0,
+            arrival_s: shard_created_ms / 1000,
+        }
+    }
+
+    /// A closed shard's `EndingSequenceNumber`: above every record of the shard.
+    pub fn ending(shard_created_ms: u64, shard_index: u32, closed_ms: u64) -> Self {
+        SequenceNumber {
+            shard_created_s: shard_created_ms / 1000,
+            shard_index,
+            counter: ENDING_COUNTER,
+            arrival_s: closed_ms / 1000,
+        }
+    }
+
+    /// The log position an `AT_SEQUENCE_NUMBER` iterator starts at: the record with this
+    /// number, or the first after it if there is none.
+    pub fn at_position(&self) -> SeqNo {
+        SeqNo(self.counter.saturating_sub(1))
+    }
+
+    /// The log position an `AFTER_SEQUENCE_NUMBER` iterator starts at.
+    pub fn after_position(&self) -> SeqNo {
+        SeqNo(self.counter)
+    }
+
+    /// The decimal string.
+    pub fn encode(&self) -> String {
+        let mut v = U192::default();
+        v.push(2, 4);
+        v.push(self.shard_created_s & SECONDS_MASK, 36);
+        v.push(u64::from(self.shard_index) & 0xF, 4);
+        v.push(self.counter & ENDING_COUNTER, 64);
+        v.push(0, 8);
+        v.push(self.arrival_s & SECONDS_MASK, 36);
+        v.push(u64::from(self.shard_index), 32);
+        v.push(2, 4);
+        v.to_decimal()
+    }
+
+    /// Parses a decimal string made by [`SequenceNumber::encode`].
+    pub fn decode(s: &str) -> Result<SequenceNumber, Malformed> {
+        if s.is_empty() || s.len() > DIGITS_MAX || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(Malformed("not a decimal number"));
+        }
+        if s.len() > 1 && s.starts_with('0') {
+            return Err(Malformed("leading zero"));
+        }
+        let mut v = U192::from_decimal(s).ok_or(Malformed("too large"))?;
+        let version = v.pop(4);
+        let shard_index = v.pop(32) as u32;
+        let arrival_s = v.pop(36);
+        let zero = v.pop(8);
+        let counter = v.pop(64);
+        let index_digit = v.pop(4);
+        let shard_created_s = v.pop(36);
+        let head = v.pop(4);
+        if version != 2 || head != 2 || !v.is_zero() {
+            return Err(Malformed("not a version 2 sequence number"));
+        }
+        if zero != 0 || counter > ENDING_COUNTER || index_digit != u64::from(shard_index & 0xF) {
+            return Err(Malformed("inconsistent fields"));
+        }
+        Ok(SequenceNumber {
+            shard_created_s,
+            shard_index,
+            counter,
+            arrival_s,
+        })
+    }
+}
+
+/// A 192-bit unsigned integer, three u64 limbs, most significant first: just enough
+/// arithmetic for the codec.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct U192([u64; 3]);
+
+impl U192 {
+    /// Shifts left by `bits` (1..=64) and ors in `value`.
+    fn push(&mut self, value: u64, bits: u32) {
+        let [a, b, c] = self.0;
+        let shl = |x: u64| if bits == 64 { 0 } else { x << bits };
+        let carry = |x: u64| if bits == 64 { x } else { x >> (64 - bits) };
+        self.0 = [shl(a) | carry(b), shl(b) | carry(c), shl(c) | value];
+    }
+
+    /// Takes the low `bits` (1..=64) off.
+    fn pop(&mut self, bits: u32) -> u64 {
+        let [a, b, c] = self.0;
+        let mask = if bits == 64 {
+            u64::MAX
+        } else {
+            (1 << bits) - 1
+        };
+        let out = c & mask;
+        let shr = |x: u64| if bits == 64 { 0 } else { x >> bits };
+        let spill = |x: u64| if bits == 64 { x } else { x << (64 - bits) };
+        self.0 = [shr(a), shr(b) | spill(a), shr(c) | spill(b)];
+        out
+    }
+
+    fn is_zero(&self) -> bool {
+        self.0 == [0, 0, 0]
+    }
+
+    /// Divides by `d`, returning the remainder.
+    fn div_rem(&mut self, d: u64) -> u64 {
+        let mut rem: u128 = 0;
+        for limb in &mut self.0 {
+            let cur = (rem << 64) | u128::from(*limb);
+            *limb = (cur / u128::from(d)) as u64;
+            rem = cur % u128::from(d);
+        }
+        rem as u64
+    }
+
+    /// Multiplies by `m` and adds `add`; `None` on overflow.
+    fn mul_add(&mut self, m: u64, add: u64) -> Option<()> {
+        let mut carry = u128::from(add);
+        for limb in self.0.iter_mut().rev() {
+            let cur = u128::from(*limb) * u128::from(m) + carry;
+            *limb = cur as u64;
+            carry = cur >> 64;
+        }
+        (carry == 0).then_some(())
+    }
+
+    fn to_decimal(mut self) -> String {
+        if self.is_zero() {
+            return "0".to_owned();
+        }
+        let mut chunks = Vec::new();
+        while !self.is_zero() {
+            chunks.push(self.div_rem(10_000_000_000_000_000_000));
+        }
+        let mut s = String::new();
+        for (i, c) in chunks.iter().rev().enumerate() {
+            if i == 0 {
+                s.push_str(&c.to_string());
+            } else {
+                s.push_str(&format!("{c:019}"));
+            }
+        }
+        s
+    }
+
+    fn from_decimal(s: &str) -> Option<U192> {
+        let mut v = U192::default();
+        for b in s.bytes() {
+            v.mul_add(10, u64::from(b - b'0'))?;
+        }
+        Some(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn a_record_number_looks_like_a_real_one() {
+        let n = SequenceNumber::for_record(1_571_000_000_123, 0, SeqNo(159), 1_571_000_100_000);
+        let s = n.encode();
+        assert_eq!(s.len(), 56, "{s}");
+        assert_eq!(SequenceNumber::decode(&s), Ok(n));
+    }
+
+    #[test]
+    fn starting_is_below_every_record_and_ending_above() {
+        let created = 1_700_000_000_000;
+        let start = SequenceNumber::starting(created, 3).encode();
+        let rec = SequenceNumber::for_record(created, 3, SeqNo(0), created).encode();
+        let end = SequenceNumber::ending(created, 3, created + 10_000).encode();
+        let num = |s: &str| s.parse::<f64>().unwrap_or(0.0);
+        assert!(start.len() <= rec.len() && (start.len() < rec.len() || start < rec));
+        assert!(num(&end) > num(&rec));
+    }
+
+    #[test]
+    fn malformed_numbers_are_refused() {
+        for s in ["", "abc", "0123", &"9".repeat(130), "1"] {
+            assert!(SequenceNumber::decode(s).is_err(), "{s}");
+        }
+    }
+
+    #[test]
+    fn a_real_kinesis_number_decodes_and_re_encodes_identically() {
+        // From the AWS CLI documentation's put-record example.
+        let real = "49590338271490256608559692538361571095921575989136588898";
+        let n = SequenceNumber::decode(real).unwrap();
+        assert_eq!(n.shard_index, 6, "both index fields agree on shard 6");
+        assert_eq!(n.shard_created_s, 1_542_776_258);
+        assert_eq!(n.encode(), real);
+        assert_eq!(n.counter, 1_734_642_199);
+    }
+
+    proptest! {
+        #[test]
+        fn numbers_round_trip_and_sort_like_their_position(
+            created in 0u64..(1 << 36) * 1000, index in any::<u32>(),
+            seq_a in 0u64..(1 << 62), seq_b in 0u64..(1 << 62),
+            arrival in 0u64..(1 << 36) * 1000,
+        ) {
+            let a = SequenceNumber::for_record(created, index, SeqNo(seq_a), arrival);
+            let b = SequenceNumber::for_record(created, index, SeqNo(seq_b), arrival);
+            let (sa, sb) = (a.encode(), b.encode());
+            prop_assert_eq!(SequenceNumber::decode(&sa), Ok(a));
+            prop_assert_eq!(a.at_position(), SeqNo(seq_a));
+            // Same shard: compare as integers (length, then lexicographic) like the counters.
+            let cmp = sa.len().cmp(&sb.len()).then(sa.cmp(&sb));
+            prop_assert_eq!(cmp, seq_a.cmp(&seq_b));
+        }
+
+        #[test]
+        fn arbitrary_strings_never_panic(s in "[0-9]{0,140}") {
+            let _ = SequenceNumber::decode(&s);
+        }
+    }
+}
