@@ -1,0 +1,321 @@
+//! [`SluiceService`]: the `sluice.v1.Sluice` handlers. Each one decodes its request
+//! (`convert`), calls the broker once, and encodes the reply or the error (`status`).
+//! Nothing here decides anything the broker should.
+//!
+//! Subscribe follows tonic's routeguide example: a task forwards the broker's events into
+//! a small bounded channel whose receiver is the response stream. The task stops when the
+//! broker's subscription ends, when the client goes away, or when the server shuts down,
+//! so a graceful shutdown never waits for a subscription's five-minute lifetime.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use sluice_broker::{Broker, types::SubscribeEvent};
+use sluice_proto::v1 as pb;
+use sluice_proto::v1::sluice_server::Sluice;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::convert;
+use crate::status::to_status;
+
+/// Events buffered between the forwarding task and the HTTP/2 stream of one subscriber.
+/// The broker buffers more upstream; this only decouples the two.
+const SUBSCRIBE_CHANNEL_CAPACITY: usize = 4;
+
+/// The response stream of Subscribe.
+pub type SubscribeStream = Pin<Box<dyn Stream<Item = Result<pb::SubscribeEvent, Status>> + Send>>;
+
+/// The `sluice.v1.Sluice` service over one broker.
+#[derive(Debug, Clone)]
+pub struct SluiceService {
+    broker: Arc<Broker>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl SluiceService {
+    /// A service over `broker`. Subscriptions end once `shutdown` turns true.
+    pub fn new(broker: Arc<Broker>, shutdown: watch::Receiver<bool>) -> SluiceService {
+        SluiceService { broker, shutdown }
+    }
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+fn reply<T>(result: sluice_broker::Result<T>) -> Reply<T> {
+    result.map(Response::new).map_err(to_status)
+}
+
+#[tonic::async_trait]
+impl Sluice for SluiceService {
+    async fn create_stream(
+        &self,
+        request: Request<pb::CreateStreamRequest>,
+    ) -> Reply<pb::CreateStreamResponse> {
+        let create = convert::create_stream(request.into_inner());
+        reply(
+            self.broker
+                .create_stream(create)
+                .await
+                .map(|()| pb::CreateStreamResponse {}),
+        )
+    }
+
+    async fn delete_stream(
+        &self,
+        request: Request<pb::DeleteStreamRequest>,
+    ) -> Reply<pb::DeleteStreamResponse> {
+        let r = request.into_inner();
+        reply(
+            self.broker
+                .delete_stream(&r.stream_name)
+                .await
+                .map(|()| pb::DeleteStreamResponse {}),
+        )
+    }
+
+    async fn describe_stream(
+        &self,
+        request: Request<pb::DescribeStreamRequest>,
+    ) -> Reply<pb::DescribeStreamResponse> {
+        let r = request.into_inner();
+        let view = self
+            .broker
+            .describe_stream(
+                &r.stream_name,
+                convert::limit(r.limit),
+                r.exclusive_start_shard_id.as_deref(),
+            )
+            .await;
+        reply(view.map(|v| pb::DescribeStreamResponse {
+            stream_description: Some(convert::stream_description(v)),
+        }))
+    }
+
+    async fn list_streams(
+        &self,
+        request: Request<pb::ListStreamsRequest>,
+    ) -> Reply<pb::ListStreamsResponse> {
+        let r = request.into_inner();
+        let list = self
+            .broker
+            .list_streams(
+                r.exclusive_start_stream_name.as_deref(),
+                convert::limit(r.limit),
+            )
+            .await;
+        reply(list.map(convert::list_streams_response))
+    }
+
+    async fn list_shards(
+        &self,
+        request: Request<pb::ListShardsRequest>,
+    ) -> Reply<pb::ListShardsResponse> {
+        let r = request.into_inner();
+        let list = self
+            .broker
+            .list_shards(
+                &r.stream_name,
+                r.exclusive_start_shard_id.as_deref(),
+                convert::limit(r.max_results),
+            )
+            .await;
+        reply(list.map(convert::list_shards_response))
+    }
+
+    async fn split_shard(
+        &self,
+        request: Request<pb::SplitShardRequest>,
+    ) -> Reply<pb::SplitShardResponse> {
+        let r = request.into_inner();
+        let done = self
+            .broker
+            .split_shard(&r.stream_name, &r.shard_to_split, &r.new_starting_hash_key)
+            .await;
+        reply(done.map(|()| pb::SplitShardResponse {}))
+    }
+
+    async fn merge_shards(
+        &self,
+        request: Request<pb::MergeShardsRequest>,
+    ) -> Reply<pb::MergeShardsResponse> {
+        let r = request.into_inner();
+        let done = self
+            .broker
+            .merge_shards(
+                &r.stream_name,
+                &r.shard_to_merge,
+                &r.adjacent_shard_to_merge,
+            )
+            .await;
+        reply(done.map(|()| pb::MergeShardsResponse {}))
+    }
+
+    async fn update_shard_count(
+        &self,
+        request: Request<pb::UpdateShardCountRequest>,
+    ) -> Reply<pb::UpdateShardCountResponse> {
+        let r = request.into_inner();
+        let update = self
+            .broker
+            .update_shard_count(&r.stream_name, r.target_shard_count)
+            .await;
+        reply(update.map(|u| pb::UpdateShardCountResponse {
+            stream_name: r.stream_name,
+            current_shard_count: u.current_shard_count,
+            target_shard_count: u.target_shard_count,
+        }))
+    }
+
+    async fn increase_stream_retention_period(
+        &self,
+        request: Request<pb::IncreaseStreamRetentionPeriodRequest>,
+    ) -> Reply<pb::IncreaseStreamRetentionPeriodResponse> {
+        let r = request.into_inner();
+        let done = self
+            .broker
+            .increase_retention(&r.stream_name, r.retention_period_hours)
+            .await;
+        reply(done.map(|()| pb::IncreaseStreamRetentionPeriodResponse {}))
+    }
+
+    async fn decrease_stream_retention_period(
+        &self,
+        request: Request<pb::DecreaseStreamRetentionPeriodRequest>,
+    ) -> Reply<pb::DecreaseStreamRetentionPeriodResponse> {
+        let r = request.into_inner();
+        let done = self
+            .broker
+            .decrease_retention(&r.stream_name, r.retention_period_hours)
+            .await;
+        reply(done.map(|()| pb::DecreaseStreamRetentionPeriodResponse {}))
+    }
+
+    async fn add_tags_to_stream(
+        &self,
+        request: Request<pb::AddTagsToStreamRequest>,
+    ) -> Reply<pb::AddTagsToStreamResponse> {
+        let r = request.into_inner();
+        let done = self.broker.add_tags(&r.stream_name, r.tags).await;
+        reply(done.map(|()| pb::AddTagsToStreamResponse {}))
+    }
+
+    async fn remove_tags_from_stream(
+        &self,
+        request: Request<pb::RemoveTagsFromStreamRequest>,
+    ) -> Reply<pb::RemoveTagsFromStreamResponse> {
+        let r = request.into_inner();
+        let done = self.broker.remove_tags(&r.stream_name, r.tag_keys).await;
+        reply(done.map(|()| pb::RemoveTagsFromStreamResponse {}))
+    }
+
+    async fn list_tags_for_stream(
+        &self,
+        request: Request<pb::ListTagsForStreamRequest>,
+    ) -> Reply<pb::ListTagsForStreamResponse> {
+        let r = request.into_inner();
+        let page = self
+            .broker
+            .list_tags(
+                &r.stream_name,
+                r.exclusive_start_tag_key.as_deref(),
+                convert::limit(r.limit),
+            )
+            .await;
+        reply(page.map(|(tags, has_more)| convert::list_tags_response(tags, has_more)))
+    }
+
+    async fn put_record(
+        &self,
+        request: Request<pb::PutRecordRequest>,
+    ) -> Reply<pb::PutRecordResponse> {
+        let (stream, input) = convert::put_record_input(request.into_inner());
+        let put = self.broker.put_record(&stream, input).await;
+        reply(put.map(|out| pb::PutRecordResponse {
+            shard_id: out.shard_id,
+            sequence_number: out.sequence_number,
+        }))
+    }
+
+    async fn put_records(
+        &self,
+        request: Request<pb::PutRecordsRequest>,
+    ) -> Reply<pb::PutRecordsResponse> {
+        let r = request.into_inner();
+        let inputs = r
+            .records
+            .into_iter()
+            .map(convert::put_records_entry)
+            .collect();
+        let put = self.broker.put_records(&r.stream_name, inputs).await;
+        reply(put.map(convert::put_records_response))
+    }
+
+    async fn get_shard_iterator(
+        &self,
+        request: Request<pb::GetShardIteratorRequest>,
+    ) -> Reply<pb::GetShardIteratorResponse> {
+        let r = request.into_inner();
+        let position = convert::starting_position(r.starting_position).map_err(to_status)?;
+        let iterator = self
+            .broker
+            .get_shard_iterator(&r.stream_name, &r.shard_id, position)
+            .await;
+        reply(iterator.map(|shard_iterator| pb::GetShardIteratorResponse { shard_iterator }))
+    }
+
+    async fn get_records(
+        &self,
+        request: Request<pb::GetRecordsRequest>,
+    ) -> Reply<pb::GetRecordsResponse> {
+        let r = request.into_inner();
+        let page = self
+            .broker
+            .get_records(&r.shard_iterator, convert::limit(r.limit))
+            .await;
+        reply(page.map(convert::get_records_response))
+    }
+
+    type SubscribeStream = SubscribeStream;
+
+    async fn subscribe(&self, request: Request<pb::SubscribeRequest>) -> Reply<SubscribeStream> {
+        let r = request.into_inner();
+        let position = convert::starting_position(r.starting_position).map_err(to_status)?;
+        let events = self
+            .broker
+            .subscribe(&r.stream_name, &r.shard_id, position)
+            .await
+            .map_err(to_status)?;
+        let (tx, rx) = mpsc::channel(SUBSCRIBE_CHANNEL_CAPACITY);
+        tokio::spawn(forward(events, tx, self.shutdown.clone()));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Moves events from the broker to one subscriber until either side ends, an error has
+/// been sent, or the server shuts down.
+async fn forward(
+    mut events: mpsc::Receiver<sluice_broker::Result<SubscribeEvent>>,
+    tx: mpsc::Sender<Result<pb::SubscribeEvent, Status>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let next = tokio::select! {
+            next = events.recv() => next,
+            () = tx.closed() => return,
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        };
+        let Some(event) = next else { return };
+        let item = event.map(convert::subscribe_event).map_err(to_status);
+        let last = item.is_err();
+        tokio::select! {
+            sent = tx.send(item) => if sent.is_err() { return },
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        if last {
+            return;
+        }
+    }
+}

@@ -1,0 +1,730 @@
+//! The server's configuration: one [`Config`] read from TOML, overridden by environment
+//! variables, checked, and mapped onto [`BrokerConfig`].
+//!
+//! Sources, lowest precedence first:
+//! 1. the embedded default, `config/sluice.toml` ([`DEFAULT_TOML`]), or the file given
+//!    with `--config` (keys it leaves out take their defaults);
+//! 2. environment variables: a top-level key `k` is `SLUICE_K` and a key `k` of section
+//!    `[s]` is `SLUICE_S_K`, upper-cased (`SLUICE_DATA_DIR`, `SLUICE_GRPC_LISTEN`,
+//!    `SLUICE_STORAGE_SYNC_MODE`); `SLUICE_LOG` is a short name for `SLUICE_LOG_FILTER`
+//!    and wins over it;
+//! 3. the command-line flags `--data-dir` and `--grpc-listen` (applied by `main`).
+//!
+//! An unknown key in the file is an error that names it; an unknown `SLUICE_` variable is
+//! reported as a warning, since the environment is shared with other programs.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sluice_broker::{BrokerConfig, LogConfig, ManagerConfig, SyncMode};
+
+use crate::human::{ByteSize, Millis, MillisOrNever};
+
+/// The default configuration, embedded so that `sluice` needs no file to start. A test
+/// checks it equals [`Config::default`].
+pub const DEFAULT_TOML: &str = include_str!("../../../config/sluice.toml");
+
+/// The prefix of every environment variable that sets a key.
+pub const ENV_PREFIX: &str = "SLUICE_";
+
+/// The short name of `SLUICE_LOG_FILTER`, in the style of `RUST_LOG`.
+pub const LOG_ENV: &str = "SLUICE_LOG";
+
+/// Everything `sluice` can be told. Field docs give the default and the bounds;
+/// `config/sluice.toml` says the same for users.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where streams, shard logs and the iterator key live; created if absent.
+    /// Default `./data`.
+    pub data_dir: PathBuf,
+    /// The gRPC listen address. Default `127.0.0.1:4567`; port 0 picks a free port.
+    pub grpc_listen: SocketAddr,
+    /// A `tracing` filter (`RUST_LOG` syntax). Default `info`.
+    pub log_filter: String,
+    /// How long shutdown waits for in-flight calls before closing anyway. Default 30s;
+    /// at least 1ms.
+    pub shutdown_grace: Millis,
+    /// Engine settings.
+    pub broker: BrokerSection,
+    /// Request limits and quotas.
+    pub limits: LimitsSection,
+    /// Shard log settings.
+    pub storage: StorageSection,
+}
+
+/// `[broker]`: the engine's behaviour.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerSection {
+    /// Region in stream ARNs. Default `us-east-1`; not empty.
+    pub region: String,
+    /// Account id in ARNs. Default `000000000000`; not empty.
+    pub account: String,
+    /// How long CREATING, UPDATING and DELETING last. Default 0ms (immediate).
+    pub status_delay: Millis,
+    /// How long a shard iterator stays valid. Default 5m (Kinesis); at least 1s.
+    pub iterator_ttl: Millis,
+    /// How often retention and deferred work run. Default 10s; at least 10ms.
+    pub maintenance_interval: Millis,
+    /// Events buffered per subscriber. Default 16; 1 ..= 1024.
+    pub subscription_buffer: usize,
+    /// How long one subscription lasts. Default 5m (Kinesis); at least 1s.
+    pub subscription_ttl: Millis,
+    /// Enforce Kinesis's per-shard throughput limits. Default false.
+    pub throughput_limits: bool,
+}
+
+/// `[limits]`: request sizes and quotas.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Records in one PutRecords call. Default 500; 1 ..= 100000.
+    pub put_records_max: usize,
+    /// Data and partition keys in one PutRecords call. Default 5MiB; 1KiB ..= 64MiB.
+    pub put_records_size_max: ByteSize,
+    /// Records in one GetRecords response. Default 10000; 1 ..= 100000.
+    pub get_records_max: usize,
+    /// Data in one GetRecords response. Default 10MiB; 1KiB ..= 64MiB.
+    pub get_records_size_max: ByteSize,
+    /// Open shards across all streams. Default 10000; at least 1.
+    pub open_shards_max: u32,
+    /// Open shards in one stream. Default 10000; at least 1.
+    pub shards_per_stream_max: u32,
+    /// Streams in CREATING at once. Default 5; at least 1.
+    pub streams_creating_max: u32,
+    /// UpdateShardCount calls per stream per rolling 24 h. Default 10; at least 1.
+    pub shard_count_updates_per_day_max: u32,
+}
+
+/// `[storage]`: every shard log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageSection {
+    /// Roll to a new segment before this size. Default 128MiB; 4KiB ..= 1GiB.
+    pub segment_size_max: ByteSize,
+    /// Roll a segment whose first record is this old. Default 1h; or `never`.
+    pub segment_age_max: MillisOrNever,
+    /// Log bytes between two sparse index entries. Default 16KiB; 64B ..= 1MiB.
+    pub index_interval: ByteSize,
+    /// Log bytes between two recovery points. Default 16MiB; at least 1B.
+    pub checkpoint_interval: ByteSize,
+    /// When a put is acknowledged. Default `always`.
+    pub sync_mode: SyncModeName,
+    /// In `interval` mode, the longest time between syncs. Default 5ms; at least 1ms.
+    pub sync_interval: Millis,
+    /// Compact the metadata journal into a snapshot at this size. Default 1MiB; at least 1KiB.
+    pub journal_compact_size: ByteSize,
+}
+
+/// `storage.sync_mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncModeName {
+    /// A put returns once its bytes are on stable storage (group commit).
+    Always,
+    /// A put returns once written to the OS; a sync runs every `sync_interval`.
+    Interval,
+}
+
+/// Why a configuration was refused.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// The file could not be read.
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed, or names an unknown key, or a value has the wrong type.
+    Parse {
+        /// Where the text came from.
+        origin: String,
+        /// The parser's message, which names the key and the line.
+        message: String,
+    },
+    /// An environment variable's value does not fit its key.
+    Env {
+        /// The variable.
+        var: String,
+        /// Why.
+        reason: String,
+    },
+    /// A value is out of its bounds.
+    Invalid {
+        /// The key, as written in the file (`storage.segment_size_max`).
+        key: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A loaded configuration and what the loader noticed on the way.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The effective configuration.
+    pub config: Config,
+    /// `SLUICE_` variables that name no key (logged once logging starts).
+    pub unknown_env: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./data"),
+            grpc_listen: SocketAddr::from(([127, 0, 0, 1], 4567)),
+            log_filter: "info".into(),
+            shutdown_grace: Millis(30_000),
+            broker: BrokerSection::default(),
+            limits: LimitsSection::default(),
+            storage: StorageSection::default(),
+        }
+    }
+}
+
+impl Default for BrokerSection {
+    fn default() -> Self {
+        BrokerSection {
+            region: "us-east-1".into(),
+            account: "000000000000".into(),
+            status_delay: Millis(0),
+            iterator_ttl: Millis(300_000),
+            maintenance_interval: Millis(10_000),
+            subscription_buffer: 16,
+            subscription_ttl: Millis(300_000),
+            throughput_limits: false,
+        }
+    }
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            put_records_max: 500,
+            put_records_size_max: ByteSize(5 << 20),
+            get_records_max: 10_000,
+            get_records_size_max: ByteSize(10 << 20),
+            open_shards_max: 10_000,
+            shards_per_stream_max: 10_000,
+            streams_creating_max: 5,
+            shard_count_updates_per_day_max: 10,
+        }
+    }
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        StorageSection {
+            segment_size_max: ByteSize(128 << 20),
+            segment_age_max: MillisOrNever(Some(Millis(3_600_000))),
+            index_interval: ByteSize(16 << 10),
+            checkpoint_interval: ByteSize(16 << 20),
+            sync_mode: SyncModeName::Always,
+            sync_interval: Millis(5),
+            journal_compact_size: ByteSize(1 << 20),
+        }
+    }
+}
+
+impl Config {
+    /// Reads the file (or the embedded default) and applies the `SLUICE_` variables of
+    /// `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Loaded, ConfigError> {
+        let (origin, text) = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                (path.display().to_string(), text)
+            }
+            None => ("the embedded default".to_string(), DEFAULT_TOML.to_string()),
+        };
+        let parse_error = |e: toml::de::Error| ConfigError::Parse {
+            origin: origin.clone(),
+            message: e.to_string(),
+        };
+        // Parsing the text straight into `Config` first gives errors with line numbers.
+        toml::from_str::<Config>(&text).map_err(parse_error)?;
+        let mut table: toml::Table = toml::from_str(&text).map_err(parse_error)?;
+        let unknown_env = apply_env(&mut table, env)?;
+        let config = toml::Value::Table(table)
+            .try_into::<Config>()
+            .map_err(|e| ConfigError::Parse {
+                origin: format!("{origin} with the environment"),
+                message: e.to_string(),
+            })?;
+        Ok(Loaded {
+            config,
+            unknown_env,
+        })
+    }
+
+    /// The configuration as TOML, for `--print-config`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot print the configuration: {e}\n"))
+    }
+
+    /// Checks every bound and maps the configuration onto the broker's.
+    pub fn broker_config(&self) -> Result<BrokerConfig, ConfigError> {
+        self.validate()?;
+        let storage = &self.storage;
+        let log = LogConfig {
+            segment_bytes_max: storage.segment_size_max.0,
+            segment_age_max_ms: storage.segment_age_max.0.map(|m| m.0),
+            index_interval_bytes: to_u32("storage.index_interval", storage.index_interval.0)?,
+            checkpoint_interval_bytes: storage.checkpoint_interval.0,
+            sync: match storage.sync_mode {
+                SyncModeName::Always => SyncMode::Always,
+                SyncModeName::Interval => SyncMode::Interval {
+                    interval_ms: storage.sync_interval.0,
+                },
+            },
+            ..LogConfig::default()
+        };
+        log.validate().map_err(|e| ConfigError::Invalid {
+            key: "storage",
+            reason: e.to_string(),
+        })?;
+        let limits = &self.limits;
+        let manager = ManagerConfig {
+            region: self.broker.region.clone(),
+            account: self.broker.account.clone(),
+            status_delay_ms: self.broker.status_delay.0,
+            open_shards_max: limits.open_shards_max,
+            shards_per_stream_max: limits.shards_per_stream_max,
+            streams_creating_max: limits.streams_creating_max,
+            shard_count_updates_per_day_max: limits.shard_count_updates_per_day_max,
+            journal_compact_bytes: storage.journal_compact_size.0,
+            log,
+        };
+        Ok(BrokerConfig {
+            data_dir: self.data_dir.clone(),
+            manager,
+            iterator_ttl_ms: self.broker.iterator_ttl.0,
+            put_records_max: limits.put_records_max,
+            put_records_bytes_max: to_usize(
+                "limits.put_records_size_max",
+                limits.put_records_size_max.0,
+            )?,
+            get_records_max: limits.get_records_max,
+            get_records_bytes_max: to_usize(
+                "limits.get_records_size_max",
+                limits.get_records_size_max.0,
+            )?,
+            throughput_limits: self.broker.throughput_limits,
+            maintenance_interval_ms: self.broker.maintenance_interval.0,
+            subscription_buffer: self.broker.subscription_buffer,
+            subscription_ttl_ms: self.broker.subscription_ttl.0,
+        })
+    }
+
+    /// Checks the bounds the broker and storage do not check themselves.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, reason: String| Err(ConfigError::Invalid { key, reason });
+        if self.data_dir.as_os_str().is_empty() {
+            return invalid("data_dir", "must not be empty".into());
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_filter) {
+            return invalid(
+                "log_filter",
+                format!("{:?} is not a tracing filter: {e}", self.log_filter),
+            );
+        }
+        at_least("shutdown_grace", self.shutdown_grace.0, 1)?;
+        let b = &self.broker;
+        if b.region.is_empty() {
+            return invalid("broker.region", "must not be empty".into());
+        }
+        if b.account.is_empty() {
+            return invalid("broker.account", "must not be empty".into());
+        }
+        at_least("broker.iterator_ttl", b.iterator_ttl.0, 1_000)?;
+        at_least("broker.maintenance_interval", b.maintenance_interval.0, 10)?;
+        within(
+            "broker.subscription_buffer",
+            b.subscription_buffer as u64,
+            1,
+            1024,
+        )?;
+        at_least("broker.subscription_ttl", b.subscription_ttl.0, 1_000)?;
+        let l = &self.limits;
+        within(
+            "limits.put_records_max",
+            l.put_records_max as u64,
+            1,
+            100_000,
+        )?;
+        within(
+            "limits.put_records_size_max",
+            l.put_records_size_max.0,
+            1 << 10,
+            64 << 20,
+        )?;
+        within(
+            "limits.get_records_max",
+            l.get_records_max as u64,
+            1,
+            100_000,
+        )?;
+        within(
+            "limits.get_records_size_max",
+            l.get_records_size_max.0,
+            1 << 10,
+            64 << 20,
+        )?;
+        at_least("limits.open_shards_max", u64::from(l.open_shards_max), 1)?;
+        at_least(
+            "limits.shards_per_stream_max",
+            u64::from(l.shards_per_stream_max),
+            1,
+        )?;
+        at_least(
+            "limits.streams_creating_max",
+            u64::from(l.streams_creating_max),
+            1,
+        )?;
+        at_least(
+            "limits.shard_count_updates_per_day_max",
+            u64::from(l.shard_count_updates_per_day_max),
+            1,
+        )?;
+        at_least(
+            "storage.journal_compact_size",
+            self.storage.journal_compact_size.0,
+            1 << 10,
+        )?;
+        at_least("storage.sync_interval", self.storage.sync_interval.0, 1)?;
+        Ok(())
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Read { path, source } => {
+                write!(
+                    f,
+                    "cannot read configuration file {}: {source}",
+                    path.display()
+                )
+            }
+            ConfigError::Parse { origin, message } => {
+                write!(
+                    f,
+                    "invalid configuration in {origin}: {}",
+                    message.trim_end()
+                )
+            }
+            ConfigError::Env { var, reason } => {
+                write!(f, "invalid environment variable {var}: {reason}")
+            }
+            ConfigError::Invalid { key, reason } => {
+                write!(f, "invalid configuration key `{key}`: {reason}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConfigError::Read { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// The environment variable of every key, with its path in the TOML table:
+/// `("SLUICE_STORAGE_SYNC_MODE", Some("storage"), "sync_mode")`.
+pub fn env_keys() -> Vec<(String, Option<String>, String)> {
+    let mut keys = Vec::new();
+    for (key, value) in default_table() {
+        match value {
+            toml::Value::Table(section) => {
+                for inner in section.keys() {
+                    keys.push((env_name(&[&key, inner]), Some(key.clone()), inner.clone()));
+                }
+            }
+            _ => keys.push((env_name(&[&key]), None, key.clone())),
+        }
+    }
+    keys
+}
+
+/// Applies `SLUICE_` variables to `table`; returns the ones that name no key.
+fn apply_env(
+    table: &mut toml::Table,
+    env: &BTreeMap<String, String>,
+) -> Result<Vec<String>, ConfigError> {
+    let defaults = default_table();
+    let mut used = Vec::new();
+    let mut overrides: Vec<(String, Option<String>, String, &String)> = Vec::new();
+    for (var, section, key) in env_keys() {
+        if let Some(text) = env.get(&var) {
+            overrides.push((var.clone(), section, key, text));
+            used.push(var);
+        }
+    }
+    // `SLUICE_LOG` is applied last, so it wins over `SLUICE_LOG_FILTER`.
+    if let Some(text) = env.get(LOG_ENV) {
+        overrides.push((LOG_ENV.to_string(), None, "log_filter".into(), text));
+        used.push(LOG_ENV.to_string());
+    }
+    for (var, section, key, text) in overrides {
+        let default = match &section {
+            Some(s) => defaults.get(s).and_then(|t| t.get(&key)),
+            None => defaults.get(&key),
+        };
+        let value = typed_like(default, text).map_err(|reason| ConfigError::Env { var, reason })?;
+        let target = match section {
+            Some(s) => {
+                let entry = table
+                    .entry(s)
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                if !entry.is_table() {
+                    *entry = toml::Value::Table(toml::Table::new());
+                }
+                match entry.as_table_mut() {
+                    Some(t) => t,
+                    None => continue,
+                }
+            }
+            None => &mut *table,
+        };
+        target.insert(key, value);
+    }
+    Ok(env
+        .keys()
+        .filter(|k| k.starts_with(ENV_PREFIX) && !used.contains(k))
+        .cloned()
+        .collect())
+}
+
+/// Parses an environment value into the TOML type of the key's default.
+fn typed_like(default: Option<&toml::Value>, text: &str) -> Result<toml::Value, String> {
+    match default {
+        Some(toml::Value::Integer(_)) => text
+            .trim()
+            .parse::<i64>()
+            .map(toml::Value::Integer)
+            .map_err(|_| format!("{text:?} is not an integer")),
+        Some(toml::Value::Boolean(_)) => text
+            .trim()
+            .parse::<bool>()
+            .map(toml::Value::Boolean)
+            .map_err(|_| format!("{text:?} is not true or false")),
+        _ => Ok(toml::Value::String(text.to_string())),
+    }
+}
+
+fn default_table() -> toml::Table {
+    // Serializing plain structs of strings, integers and booleans cannot fail; an empty
+    // table would only disable environment overrides, which the tests would catch.
+    toml::Table::try_from(Config::default()).unwrap_or_default()
+}
+
+fn env_name(path: &[&str]) -> String {
+    format!("{ENV_PREFIX}{}", path.join("_").to_ascii_uppercase())
+}
+
+fn at_least(key: &'static str, value: u64, min: u64) -> Result<(), ConfigError> {
+    if value < min {
+        return Err(ConfigError::Invalid {
+            key,
+            reason: format!("{value} is below the minimum {min}"),
+        });
+    }
+    Ok(())
+}
+
+fn within(key: &'static str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    at_least(key, value, min)?;
+    if value > max {
+        return Err(ConfigError::Invalid {
+            key,
+            reason: format!("{value} is above the maximum {max}"),
+        });
+    }
+    Ok(())
+}
+
+fn to_u32(key: &'static str, value: u64) -> Result<u32, ConfigError> {
+    u32::try_from(value).map_err(|_| ConfigError::Invalid {
+        key,
+        reason: format!("{value} does not fit in 32 bits"),
+    })
+}
+
+fn to_usize(key: &'static str, value: u64) -> Result<usize, ConfigError> {
+    usize::try_from(value).map_err(|_| ConfigError::Invalid {
+        key,
+        reason: format!("{value} does not fit in this machine's address space"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn load_text(text: &str, vars: &[(&str, &str)]) -> Result<Loaded, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load(Some(&path), &env(vars))
+    }
+
+    #[test]
+    fn the_shipped_file_is_the_embedded_default() {
+        let parsed: Config = toml::from_str(DEFAULT_TOML).unwrap();
+        assert_eq!(parsed, Config::default());
+        let loaded = Config::load(None, &BTreeMap::new()).unwrap();
+        assert_eq!(loaded.config, Config::default());
+    }
+
+    #[test]
+    fn the_shipped_file_sets_every_key_and_names_its_variable() {
+        let shipped: toml::Table = toml::from_str(DEFAULT_TOML).unwrap();
+        assert_eq!(shipped, default_table());
+        for (var, _, _) in env_keys() {
+            assert!(
+                DEFAULT_TOML.contains(&var),
+                "config/sluice.toml does not mention {var}"
+            );
+        }
+        assert!(DEFAULT_TOML.contains(LOG_ENV));
+    }
+
+    #[test]
+    fn the_default_maps_onto_the_broker_defaults() {
+        let ours = Config::default().broker_config().unwrap();
+        let theirs = BrokerConfig::default();
+        assert_eq!(ours.manager.log, theirs.manager.log);
+        assert_eq!(ours.iterator_ttl_ms, theirs.iterator_ttl_ms);
+        assert_eq!(ours.put_records_max, theirs.put_records_max);
+        assert_eq!(ours.put_records_bytes_max, theirs.put_records_bytes_max);
+        assert_eq!(ours.get_records_max, theirs.get_records_max);
+        assert_eq!(ours.get_records_bytes_max, theirs.get_records_bytes_max);
+        assert_eq!(ours.throughput_limits, theirs.throughput_limits);
+        assert_eq!(ours.maintenance_interval_ms, theirs.maintenance_interval_ms);
+        assert_eq!(ours.subscription_buffer, theirs.subscription_buffer);
+        assert_eq!(ours.subscription_ttl_ms, theirs.subscription_ttl_ms);
+        assert_eq!(ours.manager.region, theirs.manager.region);
+        assert_eq!(ours.manager.open_shards_max, theirs.manager.open_shards_max);
+        assert_eq!(
+            ours.manager.journal_compact_bytes,
+            theirs.manager.journal_compact_bytes
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_that_name_the_key() {
+        for (text, key) in [
+            ("segment_size = \"1MiB\"\n", "segment_size"),
+            ("[storage]\nsync = \"always\"\n", "sync"),
+            ("[kinesis]\nlisten = \"127.0.0.1:4568\"\n", "kinesis"),
+        ] {
+            let err = load_text(text, &[]).unwrap_err().to_string();
+            assert!(err.contains(&format!("`{key}`")), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_partial_file_keeps_the_other_defaults() {
+        let loaded = load_text(
+            "[storage]\nsync_mode = \"interval\"\nsync_interval = \"20ms\"\n",
+            &[],
+        )
+        .unwrap();
+        let config = loaded.config.broker_config().unwrap();
+        assert_eq!(
+            config.manager.log.sync,
+            SyncMode::Interval { interval_ms: 20 }
+        );
+        assert_eq!(loaded.config.grpc_listen, Config::default().grpc_listen);
+    }
+
+    #[test]
+    fn environment_overrides_the_file_by_section_and_key() {
+        let loaded = load_text(
+            "data_dir = \"/from/file\"\n[limits]\nput_records_max = 7\n",
+            &[
+                ("SLUICE_DATA_DIR", "/from/env"),
+                ("SLUICE_GRPC_LISTEN", "127.0.0.1:9999"),
+                ("SLUICE_LIMITS_PUT_RECORDS_MAX", "9"),
+                ("SLUICE_BROKER_THROUGHPUT_LIMITS", "true"),
+                ("SLUICE_STORAGE_SEGMENT_SIZE_MAX", "64MiB"),
+                ("SLUICE_LOG_FILTER", "warn"),
+                ("SLUICE_LOG", "debug"),
+                ("SLUICE_SEED", "1"),
+            ],
+        )
+        .unwrap();
+        let c = &loaded.config;
+        assert_eq!(c.data_dir, PathBuf::from("/from/env"));
+        assert_eq!(c.grpc_listen.port(), 9999);
+        assert_eq!(c.limits.put_records_max, 9);
+        assert!(c.broker.throughput_limits);
+        assert_eq!(c.storage.segment_size_max, ByteSize(64 << 20));
+        assert_eq!(c.log_filter, "debug");
+        assert_eq!(loaded.unknown_env, vec!["SLUICE_SEED".to_string()]);
+    }
+
+    #[test]
+    fn a_bad_environment_value_names_the_variable() {
+        let err = Config::load(None, &env(&[("SLUICE_LIMITS_PUT_RECORDS_MAX", "many")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("SLUICE_LIMITS_PUT_RECORDS_MAX"), "{err}");
+        let err = Config::load(None, &env(&[("SLUICE_STORAGE_SYNC_INTERVAL", "soon")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sync_interval"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused_with_their_key() {
+        let check = |text: &str, key: &str| {
+            let config = load_text(text, &[]).unwrap().config;
+            let err = config.broker_config().unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        };
+        check(
+            "[storage]\nsegment_size_max = \"1KiB\"\n",
+            "segment_bytes_max",
+        );
+        check(
+            "[storage]\nindex_interval = \"8GiB\"\n",
+            "storage.index_interval",
+        );
+        check(
+            "[broker]\nsubscription_buffer = 0\n",
+            "broker.subscription_buffer",
+        );
+        check("[limits]\nput_records_max = 0\n", "limits.put_records_max");
+        check("log_filter = \"[[[\"\n", "log_filter");
+    }
+
+    #[test]
+    fn the_printed_configuration_loads_back_unchanged() {
+        let mut config = Config::default();
+        config.storage.segment_age_max = MillisOrNever(None);
+        config.storage.sync_mode = SyncModeName::Interval;
+        let loaded = load_text(&config.to_toml(), &[]).unwrap();
+        assert_eq!(loaded.config, config);
+    }
+}

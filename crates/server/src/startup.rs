@@ -1,0 +1,122 @@
+//! Start-up and the serving loop: raise the open-files limit, bind the gRPC listener, open
+//! the broker (which replays the journal and recovers every shard), serve until a stop
+//! signal, then shut down in order (see `shutdown`).
+//!
+//! The listener is bound before the broker opens, so a taken port fails fast, before any
+//! recovery work. The bound address is logged as `grpc_addr=IP:PORT` in the `listening`
+//! line, which is how a caller that asked for port 0 learns the port.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sluice_broker::{Broker, BrokerConfig};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::config::Config;
+use crate::shutdown::{self, StopSignals};
+
+/// Runs the server until SIGINT or SIGTERM, then stops it gracefully.
+pub async fn run(config: Config, broker_config: BrokerConfig) -> anyhow::Result<()> {
+    raise_open_files_limit();
+    let mut signals = StopSignals::install().context("cannot install signal handlers")?;
+
+    let listener = TcpListener::bind(config.grpc_listen)
+        .await
+        .with_context(|| format!("cannot listen for gRPC on {}", config.grpc_listen))?;
+    let grpc_addr = listener
+        .local_addr()
+        .context("cannot read the listener's address")?;
+
+    let broker = open_broker(&config, broker_config).await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let maintenance = broker.spawn_maintenance(stop_rx.clone());
+    let routes = sluice_grpc::routes(broker.clone(), stop_rx.clone())
+        .await
+        .context("cannot build the gRPC reflection service")?;
+
+    let server = tonic::transport::Server::builder()
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(listener),
+            shutdown::requested(stop_rx.clone()),
+        );
+    let mut server = std::pin::pin!(server);
+    tracing::info!(%grpc_addr, data_dir = %config.data_dir.display(), "listening");
+
+    tokio::select! {
+        served = &mut server => {
+            served.context("the gRPC server failed")?;
+            anyhow::bail!("the gRPC server stopped without being asked to");
+        }
+        signal = signals.recv() => tracing::info!(signal, "shutting down"),
+    }
+
+    // Stop accepting, end subscriptions and the maintenance timers.
+    let _ = stop_tx.send(true);
+    let grace = Duration::from_millis(config.shutdown_grace.0);
+    match tokio::time::timeout(grace, &mut server).await {
+        Ok(served) => served.context("the gRPC server failed while draining")?,
+        Err(_) => tracing::warn!(
+            grace_ms = config.shutdown_grace.0,
+            "calls still in flight after the grace period; closing anyway"
+        ),
+    }
+    if let Err(e) = maintenance.await {
+        tracing::error!(error = %e, "the maintenance task failed");
+    }
+    broker
+        .shutdown()
+        .await
+        .context("could not sync every shard log on shutdown")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Creates the data directory if needed and opens the broker on the blocking pool, since
+/// recovery reads and syncs files.
+async fn open_broker(config: &Config, broker_config: BrokerConfig) -> anyhow::Result<Arc<Broker>> {
+    let data_dir = config.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("data directory {} is unusable", data_dir.display()))?;
+    let started = std::time::Instant::now();
+    let broker = tokio::task::spawn_blocking(move || Broker::open(broker_config))
+        .await
+        .context("opening the broker panicked")?
+        .with_context(|| format!("cannot open the data directory {}", data_dir.display()))?;
+    tracing::info!(
+        data_dir = %data_dir.display(),
+        elapsed_ms = started.elapsed().as_millis(),
+        "broker open"
+    );
+    Ok(broker)
+}
+
+/// Raises the soft limit on open files to the hard limit: each shard holds its active
+/// segment and indexes open, and each client holds a socket.
+fn raise_open_files_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let Some(hard) = limit.maximum else {
+        // An unlimited hard limit cannot be set as the soft limit on Linux (it is capped
+        // by fs.nr_open); keep the soft one.
+        tracing::info!(soft = ?limit.current, hard = "unlimited", "open files limit");
+        return;
+    };
+    if limit.current.is_some_and(|soft| soft >= hard) {
+        tracing::info!(soft = hard, hard, "open files limit");
+        return;
+    }
+    let raised = Rlimit {
+        current: Some(hard),
+        maximum: Some(hard),
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => tracing::info!(soft = hard, hard, "open files limit raised"),
+        Err(e) => {
+            tracing::warn!(soft = ?limit.current, hard, error = %e, "cannot raise the open files limit")
+        }
+    }
+}
