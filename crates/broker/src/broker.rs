@@ -41,6 +41,8 @@ pub struct Broker {
     facts: Mutex<HashMap<u64, StreamFacts>>,
     /// Per-shard throughput accounting, when limits are on.
     pub(crate) usage: Mutex<HashMap<(u64, u64), Usage>>,
+    /// Registered enhanced fan-out consumers.
+    pub(crate) consumers: Mutex<Vec<crate::consumers::Registered>>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -92,6 +94,7 @@ impl Broker {
         let key_path = config.data_dir.join(ITERATOR_KEY_FILE);
         let key = IteratorKey::load_or_create(&key_path)
             .map_err(|e| Error::Internal(format!("iterator key {}: {e}", key_path.display())))?;
+        let config_dir = config.data_dir.clone();
         let manager = ShardManager::open(
             RealFs::shared(),
             &config.data_dir,
@@ -107,6 +110,7 @@ impl Broker {
             created: Mutex::new(HashMap::new()),
             facts: Mutex::new(HashMap::new()),
             usage: Mutex::new(HashMap::new()),
+            consumers: Mutex::new(crate::consumers::load(&config_dir)?),
         }))
     }
 
@@ -138,10 +142,15 @@ impl Broker {
         blocking(move || Ok(m.create_stream(&req, now_ms())?)).await
     }
 
-    /// DeleteStream.
+    /// DeleteStream, deregistering the stream's consumers with it.
     pub async fn delete_stream(&self, name: &str) -> Result<()> {
         let (m, name) = (self.manager.clone(), name.to_owned());
-        blocking(move || Ok(m.delete_stream(&name, now_ms())?)).await
+        let uid = {
+            let (m, name) = (m.clone(), name.clone());
+            blocking(move || Ok(m.describe_stream(&name, now_ms())?.uid)).await?
+        };
+        blocking(move || Ok(m.delete_stream(&name, now_ms())?)).await?;
+        self.drop_consumers_of(uid)
     }
 
     /// DescribeStream: the stream and a page of its shards (`limit` default 100, at most
@@ -463,6 +472,8 @@ pub(crate) fn shard_view(s: &ShardInfo) -> ShardView {
         ending_sequence_number: s
             .closed()
             .map(|c| SequenceNumber::ending(created, index, c.at.0).encode()),
+        created: s.created(),
+        closed: s.closed().map(|c| c.at),
     }
 }
 

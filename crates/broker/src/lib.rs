@@ -15,6 +15,7 @@
 
 mod broker;
 mod config;
+mod consumers;
 mod error;
 pub mod iterator;
 mod limits;
@@ -26,6 +27,7 @@ pub mod types;
 
 pub use broker::{Broker, parse_shard_id};
 pub use config::BrokerConfig;
+pub use consumers::{CONSUMERS_PER_STREAM_MAX, ConsumerRef, ConsumerView};
 pub use error::{Error, Result};
 pub use maintenance::MaintenanceReport;
 pub use sluice_shards::ManagerConfig;

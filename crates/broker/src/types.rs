@@ -151,6 +151,10 @@ pub struct ShardView {
     pub starting_sequence_number: String,
     /// Above every record; present once the shard is closed.
     pub ending_sequence_number: Option<String>,
+    /// When the shard was created (for ListShards' ShardFilter).
+    pub created: TimestampMs,
+    /// When the shard was closed by a reshard, if it was.
+    pub closed: Option<TimestampMs>,
 }
 
 /// A stream as described by DescribeStream.
