@@ -10,6 +10,17 @@ cargo fmt --all -- --check
 echo "== cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+echo "== python virtualenv for the gRPC interop test (target/venv)"
+# tests/tests/python_grpc.rs runs a Python grpcio client against the real server; it
+# fails in CI (CI=true) without this interpreter. The venv is reused when present.
+venv=target/venv
+if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+fi
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    grpcio==1.85.1 grpcio-tools==1.85.1
+export SLUICE_PYTHON="$PWD/$venv/bin/python"
+
 echo "== cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
