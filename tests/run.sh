@@ -10,26 +10,32 @@ cargo fmt --all -- --check
 echo "== cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-echo "== python virtualenv for the gRPC interop test (target/venv)"
-# tests/tests/python_grpc.rs runs a Python grpcio client against the real server; it
-# fails in CI (CI=true) without this interpreter. The venv is reused when present.
+echo "== python virtualenv (target/venv) and the JavaScript SDK (tests/js/node_modules)"
+# tests/tests/python_grpc.rs runs a Python grpcio client against the real server, and
+# tests/python runs boto3, the AWS CLI and the AWS SDK for JavaScript v3 against it; they
+# fail in CI (CI=true) without these. The venv is reused when present.
 venv=target/venv
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-    grpcio==1.85.1 grpcio-tools==1.85.1
+    grpcio==1.85.1 grpcio-tools==1.85.1 boto3==1.44.5 awscli==1.46.3 pytest==9.2.0
 export SLUICE_PYTHON="$PWD/$venv/bin/python"
+(cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
 
 echo "== cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked 2>&1 | tee "$log"
 
+echo "== Kinesis protocol: boto3, the AWS CLI and the JavaScript SDK against the real server"
+SLUICE_BIN="$PWD/target/debug/sluice" "$venv/bin/python" -m pytest -q tests/python 2>&1 | tee -a "$log"
+
 echo "== storage throughput probe (smoke run, not a timing assertion)"
 cargo run --quiet --release --locked -p sluice-benches --bin storage-throughput -- \
     --threads 2 --logs 2 --batch 100 --seconds 1 --dir target
 
-# One closing line with the totals of every test binary above.
-awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+# One closing line with the totals of every test binary and the pytest run above.
+awk '/^test result:|^[0-9]+ (passed|failed).* in [0-9.]+s/ {
+         for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

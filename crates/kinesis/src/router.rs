@@ -2,7 +2,6 @@
 //! SigV4 syntax checks, request ids, error bodies, and the event-stream response of
 //! SubscribeToShard. Serves HTTP/1.1 and HTTP/2 (h2c with prior knowledge) on one port.
 
-use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
@@ -11,6 +10,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use sluice_broker::Broker;
+use tokio::sync::watch;
 
 use crate::errors::ApiError;
 use crate::ops;
@@ -79,29 +79,44 @@ impl Format {
     }
 }
 
-/// The Kinesis API as an axum router.
-pub fn router(broker: Arc<Broker>, config: &KinesisConfig) -> Router {
+/// What every request handler shares.
+#[derive(Clone)]
+struct AppState {
+    broker: Arc<Broker>,
+    /// Turns true when the server stops: open SubscribeToShard streams end then.
+    stop: watch::Receiver<bool>,
+}
+
+/// The Kinesis API as an axum router. When `stop` turns true, open SubscribeToShard
+/// streams end, so a graceful shutdown is not held up by subscriptions.
+pub fn router(broker: Arc<Broker>, config: &KinesisConfig, stop: watch::Receiver<bool>) -> Router {
     Router::new()
         .route("/", axum::routing::post(handle))
         .fallback(axum::routing::any(handle))
         .layer(DefaultBodyLimit::max(config.body_bytes_max))
-        .with_state(broker)
+        .with_state(AppState { broker, stop })
 }
 
-/// Serves the Kinesis API on `listener` until `shutdown` completes; in-flight requests
-/// finish first.
+/// Serves the Kinesis API on `listener` until `stop` turns true (or its sender is
+/// dropped); in-flight requests finish first and subscriptions end.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     broker: Arc<Broker>,
-    config: &KinesisConfig,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    config: KinesisConfig,
+    stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(broker, config))
-        .with_graceful_shutdown(shutdown)
+    let app = router(broker, &config, stop.clone());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stopped(stop))
         .await
 }
 
-async fn handle(State(broker): State<Arc<Broker>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+async fn handle(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let broker = &state.broker;
     let format = Format::of(&headers);
     let request_id = request_id();
     let op = match target(&headers) {
@@ -118,7 +133,7 @@ async fn handle(State(broker): State<Arc<Broker>>, headers: HeaderMap, body: Byt
     tracing::debug!(op, request_id, "kinesis request");
     if op == "SubscribeToShard" {
         return match ops::subscribe_to_shard(
-            &broker,
+            broker,
             &parsed,
             format.encoder(),
             format.content_type(),
@@ -126,6 +141,8 @@ async fn handle(State(broker): State<Arc<Broker>>, headers: HeaderMap, body: Byt
         .await
         {
             Ok(stream) => {
+                let stream =
+                    futures_util::StreamExt::take_until(stream, stopped(state.stop.clone()));
                 let mut r = Body::from_stream(stream).into_response();
                 set(
                     &mut r,
@@ -138,7 +155,7 @@ async fn handle(State(broker): State<Arc<Broker>>, headers: HeaderMap, body: Byt
             Err(e) => error_response(format, &request_id, &e),
         };
     }
-    match ops::dispatch(&broker, op, &parsed).await {
+    match ops::dispatch(broker, op, &parsed).await {
         Ok(Some(v)) => ok_response(format, &request_id, (format.encoder())(&v)),
         Ok(None) => ok_response(format, &request_id, Vec::new()),
         Err(e) => error_response(format, &request_id, &e),

@@ -18,7 +18,7 @@ use sluice_kinesis::KinesisConfig;
 struct Server {
     addr: std::net::SocketAddr,
     _dir: tempfile::TempDir,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    _stop: tokio::sync::watch::Sender<bool>,
 }
 
 async fn start() -> Server {
@@ -30,13 +30,11 @@ async fn start() -> Server {
     .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        sluice_kinesis::serve(listener, broker, &KinesisConfig::default(), async move {
-            let _ = rx.await;
-        })
-        .await
-        .unwrap();
+        sluice_kinesis::serve(listener, broker, KinesisConfig::default(), rx)
+            .await
+            .unwrap();
     });
     Server {
         addr,

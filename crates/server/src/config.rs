@@ -43,6 +43,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The gRPC listen address. Default `127.0.0.1:4567`; port 0 picks a free port.
     pub grpc_listen: SocketAddr,
+    /// The Kinesis API (AWS JSON 1.1 and CBOR over HTTP/1.1 and HTTP/2) listen address.
+    /// Default `127.0.0.1:4568`; port 0 picks a free port.
+    pub kinesis_listen: SocketAddr,
     /// A `tracing` filter (`RUST_LOG` syntax). Default `info`.
     pub log_filter: String,
     /// How long shutdown waits for in-flight calls before closing anyway. Default 30s;
@@ -177,6 +180,7 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from("./data"),
             grpc_listen: SocketAddr::from(([127, 0, 0, 1], 4567)),
+            kinesis_listen: SocketAddr::from(([127, 0, 0, 1], 4568)),
             log_filter: "info".into(),
             shutdown_grace: Millis(30_000),
             broker: BrokerSection::default(),

@@ -34,6 +34,10 @@ struct Args {
     /// port 0 picks a free port, reported in the `listening` log line.
     #[arg(long, value_name = "ADDR")]
     grpc_listen: Option<SocketAddr>,
+    /// Listen for the Kinesis API on this address (overrides the file and
+    /// SLUICE_KINESIS_LISTEN); port 0 picks a free port, reported in the `listening` line.
+    #[arg(long, value_name = "ADDR")]
+    kinesis_listen: Option<SocketAddr>,
     /// Keep data in this directory (overrides the file and SLUICE_DATA_DIR).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -54,6 +58,9 @@ fn main() -> ExitCode {
     let mut config = loaded.config;
     if let Some(addr) = args.grpc_listen {
         config.grpc_listen = addr;
+    }
+    if let Some(addr) = args.kinesis_listen {
+        config.kinesis_listen = addr;
     }
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;

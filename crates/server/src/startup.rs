@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use sluice_broker::{Broker, BrokerConfig};
+use sluice_kinesis::KinesisConfig;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -29,6 +30,17 @@ pub async fn run(config: Config, broker_config: BrokerConfig) -> anyhow::Result<
     let grpc_addr = listener
         .local_addr()
         .context("cannot read the listener's address")?;
+    let kinesis_listener = TcpListener::bind(config.kinesis_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen for the Kinesis API on {}",
+                config.kinesis_listen
+            )
+        })?;
+    let kinesis_addr = kinesis_listener
+        .local_addr()
+        .context("cannot read the Kinesis listener's address")?;
 
     let broker = open_broker(&config, broker_config).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -44,7 +56,13 @@ pub async fn run(config: Config, broker_config: BrokerConfig) -> anyhow::Result<
             shutdown::requested(stop_rx.clone()),
         );
     let mut server = std::pin::pin!(server);
-    tracing::info!(%grpc_addr, data_dir = %config.data_dir.display(), "listening");
+    let kinesis = tokio::spawn(sluice_kinesis::serve(
+        kinesis_listener,
+        broker.clone(),
+        KinesisConfig::default(),
+        stop_rx.clone(),
+    ));
+    tracing::info!(%grpc_addr, %kinesis_addr, data_dir = %config.data_dir.display(), "listening");
 
     tokio::select! {
         served = &mut server => {
@@ -57,8 +75,19 @@ pub async fn run(config: Config, broker_config: BrokerConfig) -> anyhow::Result<
     // Stop accepting, end subscriptions and the maintenance timers.
     let _ = stop_tx.send(true);
     let grace = Duration::from_millis(config.shutdown_grace.0);
-    match tokio::time::timeout(grace, &mut server).await {
-        Ok(served) => served.context("the gRPC server failed while draining")?,
+    let drained = async {
+        let grpc = (&mut server).await;
+        let kinesis = kinesis.await;
+        (grpc, kinesis)
+    };
+    match tokio::time::timeout(grace, drained).await {
+        Ok((grpc, kinesis)) => {
+            grpc.context("the gRPC server failed while draining")?;
+            match kinesis {
+                Ok(served) => served.context("the Kinesis server failed while draining")?,
+                Err(e) => tracing::error!(error = %e, "the Kinesis server task failed"),
+            }
+        }
         Err(_) => tracing::warn!(
             grace_ms = config.shutdown_grace.0,
             "calls still in flight after the grace period; closing anyway"

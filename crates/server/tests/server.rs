@@ -31,7 +31,13 @@ struct Server {
 impl Server {
     fn start(data_dir: &Path) -> Server {
         let mut child = sluice()
-            .args(["--grpc-listen", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "--grpc-listen",
+                "127.0.0.1:0",
+                "--kinesis-listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(data_dir)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -438,7 +444,13 @@ fn an_unknown_config_key_stops_start_up_and_is_named() {
         sluice()
             .arg("--config")
             .arg(&config)
-            .args(["--grpc-listen", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "--grpc-listen",
+                "127.0.0.1:0",
+                "--kinesis-listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(dir.path().join("data")),
     );
     assert!(!status.success(), "{status:?}");
@@ -473,7 +485,13 @@ fn an_unusable_data_dir_is_a_clear_error() {
     std::fs::write(&file, "x").unwrap();
     let (status, _, stderr) = run_to_exit(
         sluice()
-            .args(["--grpc-listen", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "--grpc-listen",
+                "127.0.0.1:0",
+                "--kinesis-listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(&file),
     );
     assert!(!status.success(), "{status:?}");
