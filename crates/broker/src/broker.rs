@@ -25,6 +25,8 @@ use crate::types::{
 
 /// The name of the iterator key file in the data directory.
 const ITERATOR_KEY_FILE: &str = "iterator.key";
+/// The lock file that keeps a second broker out of the data directory.
+const LOCK_FILE: &str = "LOCK";
 /// Mapped sealed segments kept open across all shards.
 const SEGMENT_CACHE_CAPACITY: usize = 1024;
 
@@ -43,6 +45,8 @@ pub struct Broker {
     pub(crate) usage: Mutex<HashMap<(u64, u64), Usage>>,
     /// Registered enhanced fan-out consumers.
     pub(crate) consumers: Mutex<Vec<crate::consumers::Registered>>,
+    /// Held for the broker's lifetime: an exclusive lock on the data directory.
+    _lock: std::fs::File,
 }
 
 impl std::fmt::Debug for Broker {
@@ -71,6 +75,29 @@ where
     tokio::task::spawn_blocking(f).await?
 }
 
+/// Takes an exclusive lock on the data directory, so two brokers never write the same
+/// logs (which would corrupt them). The lock goes with the process, however it ends.
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File> {
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::Internal(format!("cannot open {}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::ResourceInUse(format!(
+            "data directory {} is in use by another sluice process",
+            dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::Internal(format!(
+            "cannot lock {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
 /// Parses a shard id leniently, as Kinesis does: `shardId-000000000005`, `shardId-5` and
 /// `shard-5` all name shard 5.
 pub fn parse_shard_id(text: &str) -> Option<ShardId> {
@@ -91,6 +118,7 @@ impl Broker {
                 config.data_dir.display()
             ))
         })?;
+        let lock = lock_data_dir(&config.data_dir)?;
         let key_path = config.data_dir.join(ITERATOR_KEY_FILE);
         let key = IteratorKey::load_or_create(&key_path)
             .map_err(|e| Error::Internal(format!("iterator key {}: {e}", key_path.display())))?;
@@ -111,6 +139,7 @@ impl Broker {
             facts: Mutex::new(HashMap::new()),
             usage: Mutex::new(HashMap::new()),
             consumers: Mutex::new(crate::consumers::load(&config_dir)?),
+            _lock: lock,
         }))
     }
 

@@ -373,3 +373,16 @@ async fn everything_survives_a_restart() {
     );
     assert!(d.shards[0].ending_sequence_number.is_some());
 }
+
+#[tokio::test]
+async fn a_second_broker_cannot_open_the_same_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Broker::open(config(dir.path())).unwrap();
+    let err = Broker::open(config(dir.path())).unwrap_err();
+    assert!(
+        matches!(&err, Error::ResourceInUse(m) if m.contains("in use by another sluice process")),
+        "{err}"
+    );
+    drop(first);
+    Broker::open(config(dir.path())).unwrap();
+}
