@@ -85,13 +85,14 @@ fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File> {
         .write(true)
         .open(&path)
         .map_err(|e| Error::Internal(format!("cannot open {}: {e}", path.display())))?;
-    match file.try_lock() {
+    use rustix::fs::{FlockOperation, flock};
+    match flock(&file, FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Error::ResourceInUse(format!(
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(Error::ResourceInUse(format!(
             "data directory {} is in use by another sluice process",
             dir.display()
         ))),
-        Err(std::fs::TryLockError::Error(e)) => Err(Error::Internal(format!(
+        Err(e) => Err(Error::Internal(format!(
             "cannot lock {}: {e}",
             path.display()
         ))),
