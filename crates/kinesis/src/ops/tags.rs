@@ -46,20 +46,11 @@ fn resource_stream(b: &Broker, f: &Fields<'_>) -> Result<String, ApiError> {
 }
 
 pub(super) async fn add(b: &Arc<Broker>, f: &Fields<'_>) -> OpResult {
-    let name = stream_name(b, f)?;
-    let tags: BTreeMap<String, String> = f
-        .opt_string_map("Tags")?
-        .ok_or_else(|| ApiError::missing("Tags"))?
-        .into_iter()
-        .collect();
-    b.add_tags(&name, tags).await?;
-    Ok(None)
+    add_to(b, stream_name(b, f)?, f).await
 }
 
 pub(super) async fn remove(b: &Arc<Broker>, f: &Fields<'_>) -> OpResult {
-    let name = stream_name(b, f)?;
-    b.remove_tags(&name, string_list(f, "TagKeys")?).await?;
-    Ok(None)
+    remove_from(b, stream_name(b, f)?, f).await
 }
 
 pub(super) async fn list(b: &Arc<Broker>, f: &Fields<'_>) -> OpResult {
@@ -75,7 +66,15 @@ pub(super) async fn list(b: &Arc<Broker>, f: &Fields<'_>) -> OpResult {
 }
 
 pub(super) async fn tag_resource(b: &Arc<Broker>, f: &Fields<'_>) -> OpResult {
-    let name = resource_stream(b, f)?;
+    add_to(b, resource_stream(b, f)?, f).await
+}
+
+pub(super) async fn untag_resource(b: &Arc<Broker>, f: &Fields<'_>) -> OpResult {
+    remove_from(b, resource_stream(b, f)?, f).await
+}
+
+/// Adds the request's `Tags` to a stream (AddTagsToStream and TagResource).
+async fn add_to(b: &Arc<Broker>, name: String, f: &Fields<'_>) -> OpResult {
     let tags: BTreeMap<String, String> = f
         .opt_string_map("Tags")?
         .ok_or_else(|| ApiError::missing("Tags"))?
@@ -85,8 +84,8 @@ pub(super) async fn tag_resource(b: &Arc<Broker>, f: &Fields<'_>) -> OpResult {
     Ok(None)
 }
 
-pub(super) async fn untag_resource(b: &Arc<Broker>, f: &Fields<'_>) -> OpResult {
-    let name = resource_stream(b, f)?;
+/// Removes the request's `TagKeys` from a stream (RemoveTagsFromStream and UntagResource).
+async fn remove_from(b: &Arc<Broker>, name: String, f: &Fields<'_>) -> OpResult {
     b.remove_tags(&name, string_list(f, "TagKeys")?).await?;
     Ok(None)
 }
