@@ -27,8 +27,6 @@ use crate::types::{
 const ITERATOR_KEY_FILE: &str = "iterator.key";
 /// The lock file that keeps a second broker out of the data directory.
 const LOCK_FILE: &str = "LOCK";
-/// Mapped sealed segments kept open across all shards.
-const SEGMENT_CACHE_CAPACITY: usize = 1024;
 
 /// The broker engine. Share it as `Arc<Broker>`.
 pub struct Broker {
@@ -128,7 +126,7 @@ impl Broker {
             RealFs::shared(),
             &config.data_dir,
             config.manager.clone(),
-            SegmentCache::new(SEGMENT_CACHE_CAPACITY),
+            SegmentCache::new(config.segment_cache_capacity),
             now_ms(),
         )?;
         Ok(Arc::new(Broker {

@@ -33,6 +33,8 @@ pub struct BrokerConfig {
     /// How long a subscription lasts before it ends (a client resubscribes with the
     /// continuation number). Default 300,000 ms, as Kinesis's SubscribeToShard.
     pub subscription_ttl_ms: u64,
+    /// Sealed segments kept memory-mapped at once, across all shards. Default 1024.
+    pub segment_cache_capacity: usize,
 }
 
 impl Default for BrokerConfig {
@@ -49,6 +51,7 @@ impl Default for BrokerConfig {
             maintenance_interval_ms: 10_000,
             subscription_buffer: 16,
             subscription_ttl_ms: 300_000,
+            segment_cache_capacity: 1024,
         }
     }
 }

@@ -121,6 +121,9 @@ pub struct StorageSection {
     pub sync_interval: Millis,
     /// Compact the metadata journal into a snapshot at this size. Default 1MiB; at least 1KiB.
     pub journal_compact_size: ByteSize,
+    /// Sealed segments kept memory-mapped at once, across all shards (an LRU). Default
+    /// 1024; at least 1.
+    pub segment_cache_capacity: usize,
 }
 
 /// `storage.sync_mode`.
@@ -230,6 +233,7 @@ impl Default for StorageSection {
             sync_mode: SyncModeName::Always,
             sync_interval: Millis(5),
             journal_compact_size: ByteSize(1 << 20),
+            segment_cache_capacity: 1024,
         }
     }
 }
@@ -327,6 +331,7 @@ impl Config {
             maintenance_interval_ms: self.broker.maintenance_interval.0,
             subscription_buffer: self.broker.subscription_buffer,
             subscription_ttl_ms: self.broker.subscription_ttl.0,
+            segment_cache_capacity: storage.segment_cache_capacity,
         })
     }
 
@@ -406,6 +411,11 @@ impl Config {
             1 << 10,
         )?;
         at_least("storage.sync_interval", self.storage.sync_interval.0, 1)?;
+        at_least(
+            "storage.segment_cache_capacity",
+            self.storage.segment_cache_capacity as u64,
+            1,
+        )?;
         Ok(())
     }
 }
