@@ -96,10 +96,21 @@ impl Broker {
             .collect::<Result<Vec<_>>>()?;
         let mut results: Vec<Option<PutRecordsEntry>> = vec![None; pending.len()];
         let now = now_ms();
-        for _ in 0..ROUTE_ATTEMPTS {
+        for attempt in 0..ROUTE_ATTEMPTS {
             let this = self.clone();
             let name = stream.to_owned();
             let groups = blocking(move || this.route_all(&name, pending)).await?;
+            // A reshard that lands while this request is being routed sends its earlier
+            // records to the closing parent and its later ones to a child; appending the
+            // child's group first would put them out of request order. A parent is sealed
+            // before the route table changes, so a sealed log here means routing saw two
+            // tables: route everything again (nothing is appended yet).
+            if attempt + 1 < ROUTE_ATTEMPTS && groups.iter().any(|g| g.log.is_sealed()) {
+                pending = groups.into_iter().flat_map(|g| g.records).collect();
+                pending.sort_by_key(|p| p.index);
+                tokio::task::yield_now().await;
+                continue;
+            }
             pending = Vec::new();
             let mut tasks = Vec::with_capacity(groups.len());
             for g in groups {

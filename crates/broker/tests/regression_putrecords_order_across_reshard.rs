@@ -1,0 +1,86 @@
+#![allow(clippy::unwrap_used)]
+//! Regression (found by `sluice-torture`, issue 6): a reshard that landed while one
+//! PutRecords request's records were being routed sent the earlier records to the closing
+//! parent and the later ones to its child. The child's group was appended first; the
+//! parent's group failed with `Sealed`, was routed again to the same child and appended
+//! after it. Records of one request for one shard then had sequence numbers out of request
+//! order, which broke per-key order (the proto promises "records for one shard keep their
+//! order"). The broker now routes a request again when any of its routes went to a log a
+//! reshard had already sealed, so one route table serves every record.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sluice_broker::{Broker, BrokerConfig, CreateStream, PutRecordInput, PutRecordsEntry};
+use sluice_shards::ManagerConfig;
+
+/// Orders two sequence numbers numerically.
+fn seq_less(a: &str, b: &str) -> bool {
+    (a.len(), a) < (b.len(), b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_of_one_putrecords_keep_request_order_per_shard_while_resharding() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::open(BrokerConfig {
+        data_dir: dir.path().to_path_buf(),
+        manager: ManagerConfig {
+            shard_count_updates_per_day_max: 1_000_000,
+            ..ManagerConfig::default()
+        },
+        ..BrokerConfig::default()
+    })
+    .unwrap();
+    b.create_stream(CreateStream::new("s", 2)).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(4);
+    let resharder = {
+        let b = b.clone();
+        tokio::spawn(async move {
+            let mut target = 1;
+            while Instant::now() < deadline {
+                b.update_shard_count("s", target).await.unwrap();
+                target = if target == 1 { 2 } else { 1 };
+            }
+        })
+    };
+    let producers: Vec<_> = (0..2u64)
+        .map(|p| {
+            let b = b.clone();
+            tokio::spawn(async move {
+                let mut requests = 0u64;
+                while Instant::now() < deadline {
+                    let batch: Vec<PutRecordInput> = (0..200u64)
+                        .map(|i| PutRecordInput {
+                            partition_key: format!("key-{p}-{i}"),
+                            explicit_hash_key: None,
+                            data: Bytes::from(i.to_string()),
+                        })
+                        .collect();
+                    let out = b.put_records("s", batch).await.unwrap();
+                    let mut last: std::collections::HashMap<String, String> =
+                        std::collections::HashMap::new();
+                    for (i, entry) in out.records.iter().enumerate() {
+                        let PutRecordsEntry::Ok(ok) = entry else {
+                            continue;
+                        };
+                        if let Some(before) = last.get(&ok.shard_id) {
+                            assert!(
+                                seq_less(before, &ok.sequence_number),
+                                "record {i} of a request got {} in {}, before the {before} of an earlier record",
+                                ok.sequence_number,
+                                ok.shard_id
+                            );
+                        }
+                        last.insert(ok.shard_id.clone(), ok.sequence_number.clone());
+                    }
+                    requests += 1;
+                }
+                requests
+            })
+        })
+        .collect();
+    for p in producers {
+        assert!(p.await.unwrap() > 0);
+    }
+    resharder.await.unwrap();
+}
