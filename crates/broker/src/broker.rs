@@ -111,6 +111,16 @@ impl Broker {
     /// Opens the broker on `config.data_dir` (created if absent): replays the metadata
     /// journal and recovers every shard log. Blocking; call it once at start-up.
     pub fn open(config: BrokerConfig) -> Result<Arc<Broker>> {
+        Broker::open_with_fs(config, RealFs::shared())
+    }
+
+    /// As [`Broker::open`], with the shard logs and the metadata journal on `fs` (a
+    /// simulated disk in fault tests). The lock, iterator key and consumers files stay on
+    /// the real file system in `config.data_dir`; `fs` holds its files under the same path.
+    pub fn open_with_fs(
+        config: BrokerConfig,
+        fs: std::sync::Arc<dyn sluice_storage::FileSystem>,
+    ) -> Result<Arc<Broker>> {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
             Error::Internal(format!(
                 "cannot create data directory {}: {e}",
@@ -123,7 +133,7 @@ impl Broker {
             .map_err(|e| Error::Internal(format!("iterator key {}: {e}", key_path.display())))?;
         let config_dir = config.data_dir.clone();
         let manager = ShardManager::open(
-            RealFs::shared(),
+            fs,
             &config.data_dir,
             config.manager.clone(),
             SegmentCache::new(config.segment_cache_capacity),
