@@ -35,6 +35,17 @@ echo "== storage throughput probe (smoke run, not a timing assertion)"
 cargo run --quiet --release --locked -p sluice-benches --bin storage-throughput -- \
     --threads 2 --logs 2 --batch 100 --seconds 1 --dir target
 
+echo "== sluice-bench smoke runs against a spawned server (errors fail; not a timing assertion)"
+cargo build --quiet --locked -p sluice-server -p sluice-benches --bin sluice --bin sluice-bench
+bench=(target/debug/sluice-bench --spawn-server target/debug/sluice --tmp-parent target --json-only)
+"${bench[@]}" --mode put --duration 2 --concurrency 4 --batch 100
+"${bench[@]}" --mode put --api kinesis --duration 1 --concurrency 2 --batch 50 --keys hot:0.5
+"${bench[@]}" --mode single-put --duration 1 --concurrency 16
+"${bench[@]}" --mode get --preload 8MiB --duration 5
+"${bench[@]}" --mode subscribe --duration 2 --rate 1000 --batch 10 --concurrency 2
+"${bench[@]}" --mode mixed --duration 2 --concurrency 2 --batch 100
+"${bench[@]}" --mode restart --preload 1MiB
+
 # One closing line with the totals of every test binary and the pytest run above.
 awk '/^test result:|^[0-9]+ (passed|failed).* in [0-9.]+s/ {
          for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }

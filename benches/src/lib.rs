@@ -1,7 +1,10 @@
 //! Shared pieces of Sluice's benchmarks: record generation and a tiny argument parser, so
-//! the criterion benches and the throughput probes build the same workloads.
+//! the criterion benches and the throughput probes build the same workloads, and
+//! [`loadgen`], the `sluice-bench` load generator.
 
 #![warn(missing_docs)]
+
+pub mod loadgen;
 
 use sluice_storage::RecordIn;
 

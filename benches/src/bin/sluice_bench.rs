@@ -1,0 +1,15 @@
+//! `sluice-bench`: the load generator. See `sluice_benches::loadgen` and `--help`.
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = sluice_benches::loadgen::Args::parse();
+    match sluice_benches::loadgen::run(args).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sluice-bench: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
