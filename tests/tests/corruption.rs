@@ -1,0 +1,381 @@
+#![allow(clippy::unwrap_used)]
+//! Damage on disk between restarts of the real server: flipped bytes, zeroed ranges and
+//! truncations in sealed and active segments, their indexes, the recovery point and the
+//! metadata journal and snapshot of a stopped `sluice`'s data directory; then start it.
+//!
+//! What must hold: start-up never panics (it either starts or exits with a clean error
+//! naming the damaged file and offset); no damaged byte is ever returned as a record (every
+//! record read is one that was acknowledged, byte for byte, at its sequence number); damage
+//! to an index or a recovery point loses nothing (they are rebuilt from the log); and when
+//! acknowledged records are lost, the log names the damaged file and where the damage is.
+//!
+//! Seeded: `SLUICE_SEED` picks the offsets; it is printed in every failure.
+
+mod support;
+
+use std::collections::HashMap;
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use sluice_proto::v1 as pb;
+use sluice_storage::SplitMix;
+use support::{Client, Server};
+
+/// Small segments and index intervals, so the data directory has sealed segments with
+/// real indexes, an active segment and a recovery point in every shard.
+const ENV: &[(&str, &str)] = &[
+    ("SLUICE_STORAGE_SEGMENT_SIZE_MAX", "4KiB"),
+    ("SLUICE_STORAGE_INDEX_INTERVAL", "256B"),
+    ("SLUICE_STORAGE_CHECKPOINT_INTERVAL", "2KiB"),
+    ("SLUICE_STORAGE_SEGMENT_AGE_MAX", "never"),
+    ("SLUICE_STORAGE_JOURNAL_COMPACT_SIZE", "1KiB"),
+];
+
+/// Acknowledged records: data -> (shard id, sequence number).
+type Acked = HashMap<Vec<u8>, (String, String)>;
+
+#[derive(Debug, Clone, Copy)]
+enum Damage {
+    Flip,
+    Zero,
+    Truncate,
+}
+
+/// Writes the pristine data directory: two shards, a split, a few hundred records.
+fn pristine(dir: &Path) -> Acked {
+    let server = Server::start_with_env(dir, ENV);
+    let mut acked = Acked::new();
+    support::run_async(async {
+        let mut client = server.client().await;
+        support::create_active(&mut client, "c", 2).await;
+        for i in 0..240u32 {
+            if i == 120 {
+                client
+                    .split_shard(pb::SplitShardRequest {
+                        stream_name: "c".into(),
+                        shard_to_split: "shardId-000000000000".into(),
+                        new_starting_hash_key: "85070591730234615865843651857942052864".into(),
+                    })
+                    .await
+                    .unwrap();
+            }
+            let data = format!("record-{i:04}-{}", "x".repeat((i % 97) as usize));
+            let reply =
+                support::put(&mut client, "c", &format!("key-{}", i % 7), data.as_bytes()).await;
+            acked.insert(data.into_bytes(), (reply.shard_id, reply.sequence_number));
+        }
+    });
+    assert!(server.terminate().success());
+    acked
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// Every file of the data directory that holds records or metadata, sorted.
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if !["LOCK", "iterator.key", "consumers.json"]
+                .iter()
+                .any(|n| path.ends_with(n))
+            {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Damages `path` at a seeded offset; returns the offset.
+fn damage(path: &Path, how: Damage, rng: &mut SplitMix) -> u64 {
+    let mut bytes = std::fs::read(path).unwrap();
+    if bytes.is_empty() {
+        return 0;
+    }
+    let at = rng.below(bytes.len() as u64) as usize;
+    match how {
+        Damage::Flip => bytes[at] ^= 1 << rng.below(8),
+        Damage::Zero => {
+            let end = (at + 1 + rng.below(64) as usize).min(bytes.len());
+            bytes[at..end].fill(0);
+        }
+        Damage::Truncate => bytes.truncate(at),
+    }
+    std::fs::write(path, bytes).unwrap();
+    at as u64
+}
+
+/// A server started on a damaged directory; killed on drop.
+struct Running {
+    child: std::process::Child,
+    addr: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Running {
+    fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    async fn client(&self) -> Client {
+        let channel = tonic::transport::Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .timeout(Duration::from_secs(30))
+            .connect()
+            .await
+            .unwrap();
+        pb::sluice_client::SluiceClient::new(channel)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// How a start on a damaged directory went.
+enum Start {
+    Up(Running),
+    Failed { code: Option<i32>, log: Vec<String> },
+}
+
+/// Starts `sluice` on `dir`; a start-up failure is an outcome, not a panic.
+fn start(dir: &Path) -> Start {
+    let mut child = Command::new(support::binary("sluice"))
+        .args(["--grpc-listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .envs(ENV.iter().copied())
+        .env("SLUICE_LOG", "info")
+        .env("SLUICE_KINESIS_LISTEN", "127.0.0.1:0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = mpsc::channel();
+    let lines = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            lines.lock().unwrap().push(line.clone());
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + support::START_TIMEOUT;
+    loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => {
+                if let Some(addr) = line.split("grpc_addr=").nth(1) {
+                    let addr = addr.split_whitespace().next().unwrap().to_owned();
+                    return Start::Up(Running { child, addr, log });
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let status = support::wait_bounded(&mut child, support::EXIT_TIMEOUT);
+                let log = log.lock().unwrap().clone();
+                return Start::Failed {
+                    code: status.code(),
+                    log,
+                };
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                panic!(
+                    "sluice hung during start-up on a damaged directory: {:?}",
+                    log.lock().unwrap()
+                );
+            }
+        }
+    }
+}
+
+fn run<T, F: std::future::Future<Output = T>>(body: F) -> T {
+    let mut out = None;
+    support::run_async(async {
+        out = Some(body.await);
+    });
+    out.unwrap()
+}
+
+/// Reads every shard from its start; a read that fails is reported, not fatal.
+async fn read_everything(client: &mut Client) -> (Vec<(String, pb::Record)>, Vec<String>) {
+    let mut records = Vec::new();
+    let mut errors = Vec::new();
+    let Ok(shards) = client
+        .list_shards(pb::ListShardsRequest {
+            stream_name: "c".into(),
+            ..Default::default()
+        })
+        .await
+    else {
+        return (records, vec!["ListShards failed".into()]);
+    };
+    for shard in shards.into_inner().shards {
+        let position = support::position(pb::ShardIteratorType::TrimHorizon);
+        let mut next = match support::iterator(client, "c", &shard.shard_id, position).await {
+            Ok(it) => Some(it),
+            Err(e) => {
+                errors.push(e.message().to_owned());
+                None
+            }
+        };
+        for _ in 0..10_000 {
+            let Some(shard_iterator) = next.take() else {
+                break;
+            };
+            let request = pb::GetRecordsRequest {
+                shard_iterator,
+                limit: Some(1000),
+            };
+            match client.get_records(request).await {
+                Ok(reply) => {
+                    let reply = reply.into_inner();
+                    let caught_up = reply.records.is_empty() && reply.millis_behind_latest == 0;
+                    records.extend(
+                        reply
+                            .records
+                            .into_iter()
+                            .map(|r| (shard.shard_id.clone(), r)),
+                    );
+                    if !caught_up {
+                        next = reply.next_shard_iterator;
+                    }
+                }
+                Err(e) => errors.push(e.message().to_owned()),
+            }
+        }
+    }
+    (records, errors)
+}
+
+#[test]
+fn damaged_data_directories_never_panic_or_return_damaged_records() {
+    let seed = std::env::var("SLUICE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(7u64);
+    let mut rng = SplitMix(seed);
+    let root = tempfile::tempdir().unwrap();
+    let clean = root.path().join("clean");
+    let acked = pristine(&clean);
+    let targets = files(&clean);
+    let kinds = [
+        ".log",
+        ".sidx",
+        ".tidx",
+        "checkpoint",
+        "journal",
+        "snapshot",
+    ];
+    let mut cases = 0;
+    for (case, how) in [Damage::Flip, Damage::Zero, Damage::Truncate]
+        .into_iter()
+        .cycle()
+        .take(3 * kinds.len())
+        .enumerate()
+    {
+        let kind = kinds[case / 3];
+        let candidates: Vec<&PathBuf> = targets
+            .iter()
+            .filter(|p| p.to_string_lossy().ends_with(kind))
+            .collect();
+        let Some(original) = candidates.get(rng.below(candidates.len() as u64) as usize) else {
+            continue;
+        };
+        let dir = root.path().join(format!("case-{case}"));
+        copy_dir(&clean, &dir);
+        let path = dir.join(original.strip_prefix(&clean).unwrap());
+        let at = damage(&path, how, &mut rng);
+        // The shard directory (or `meta`) and the file name: enough to tell this file from
+        // every other in the log.
+        let components: Vec<String> = path
+            .components()
+            .rev()
+            .take(2)
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect();
+        let name = format!("{}/{}", components[1], components[0]);
+        let ctx = format!("seed {seed}: {how:?} at {at} in {}", path.display());
+        cases += 1;
+        match start(&dir) {
+            Start::Failed { code, log } => {
+                let text = log.join("\n");
+                assert!(
+                    !text.contains("panicked"),
+                    "{ctx}: start-up panicked:\n{text}"
+                );
+                assert!(
+                    code.is_some_and(|c| c != 0 && c != 101),
+                    "{ctx}: exit {code:?}"
+                );
+                assert!(
+                    text.contains(&name),
+                    "{ctx}: the error does not name the file:\n{text}"
+                );
+                eprintln!("{ctx}: refused to start (exit {code:?})");
+            }
+            Start::Up(server) => {
+                let (records, errors) = run(async {
+                    let mut client = server.client().await;
+                    read_everything(&mut client).await
+                });
+                for (shard, r) in &records {
+                    let known = acked.get(&r.data[..]);
+                    assert_eq!(
+                        known,
+                        Some(&(shard.clone(), r.sequence_number.clone())),
+                        "{ctx}: returned a record that was not acknowledged there: {:?}",
+                        String::from_utf8_lossy(&r.data)
+                    );
+                }
+                let lost = acked.len() - records.len();
+                let rebuildable = [".sidx", ".tidx", "checkpoint"]
+                    .iter()
+                    .any(|k| name.ends_with(k));
+                if rebuildable {
+                    assert_eq!(
+                        lost, 0,
+                        "{ctx}: a damaged index or recovery point lost records: {errors:?}"
+                    );
+                }
+                if lost > 0 {
+                    let text = format!("{}\n{}", server.log().join("\n"), errors.join("\n"));
+                    assert!(
+                        text.contains(&name),
+                        "{ctx}: {lost} records lost, damage not reported:\n{text}"
+                    );
+                }
+                eprintln!(
+                    "{ctx}: started, {} records readable, {lost} lost, {} read errors",
+                    records.len(),
+                    errors.len()
+                );
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    assert!(cases >= 12, "only {cases} damage cases ran");
+}
