@@ -116,6 +116,12 @@ fn read_and_seek(c: &mut Criterion) {
                 .expect("read")
         })
     });
+    g.bench_function("read_shared_batches_of_1000", |b| {
+        b.iter(|| {
+            log.read_shared(SeqNo(next() % 999_000), 1000, usize::MAX)
+                .expect("read")
+        })
+    });
     g.finish();
 }
 

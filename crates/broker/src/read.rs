@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use sluice_shards::{ShardHandle, ShardId};
 use sluice_storage::{Log, SeqNo, TimestampMs};
 use tokio::sync::mpsc;
@@ -331,7 +330,9 @@ impl Broker {
             if from >= log.next_seq() {
                 return Ok((Vec::new(), c.seq.max(from), c.min_ts, None));
             }
-            let batch = log.read(from, limit, bytes_max)?;
+            // Shared reads: the data stays in the segment's mapping until the front-end
+            // encodes it, the one copy on the way to the socket.
+            let batch = log.read_shared(from, limit, bytes_max)?;
             let cutoff = now.0.saturating_sub(facts.retention_ms);
             let mut min_ts = c.min_ts;
             let mut records = batch.records;
@@ -344,7 +345,7 @@ impl Broker {
             });
             // How far behind: the arrival time of the first record not returned.
             let behind_ts = if batch.next < log.next_seq() {
-                log.read(batch.next, 1, 0)?
+                log.read_shared(batch.next, 1, 0)?
                     .records
                     .first()
                     .map(|r| r.timestamp)
@@ -368,7 +369,7 @@ impl Broker {
                     ),
                     approximate_arrival_timestamp: r.timestamp,
                     partition_key: String::from_utf8_lossy(&r.partition_key).into_owned(),
-                    data: Bytes::from(r.data),
+                    data: r.data,
                 }
             })
             .collect();

@@ -38,7 +38,9 @@ pub use cache::SegmentCache;
 pub use config::{LogConfig, SyncMode};
 pub use error::{Error, Result};
 pub use fs::{FileHandle, FileSystem, Mapping, RealFs};
-pub use log::{Appended, Log, ReadBatch, RecoveryStats, RetentionOutcome};
+pub use log::{
+    Appended, Log, ReadBatch, RecoveryStats, RetentionOutcome, SharedBatch, SharedRecord,
+};
 pub use sim::{CrashMode, SimFs, SimStats, SplitMix};
 pub use types::{Record, RecordIn, SeqNo, TimestampMs};
 

@@ -7,12 +7,15 @@
 //! publishes that position as durable, waking everyone whose records it covered; appends
 //! that arrived meanwhile form the next group. No lock is held across a data sync except
 //! in the rare roll, seal and checkpoint steps. Readers copy what they need under the lock
-//! (a mapping and the visible length) and decode outside it.
+//! (a mapping and the visible length) and decode outside it; `read_shared` hands out
+//! records as `Bytes` slices of the mapping instead of copies.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
+
+use bytes::Bytes;
 
 use crate::cache::SegmentCache;
 use crate::checkpoint::{self, CKPT_HEADER_BYTES, Checkpoint};
@@ -47,6 +50,30 @@ pub struct ReadBatch {
     pub records: Vec<Record>,
     /// The sequence to read next.
     pub next: SeqNo,
+}
+
+/// Records read from a log without copying (see [`Log::read_shared`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedBatch {
+    /// The records, in sequence order, without gaps.
+    pub records: Vec<SharedRecord>,
+    /// The sequence to read next.
+    pub next: SeqNo,
+}
+
+/// A record whose key and data share the segment's memory map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedRecord {
+    /// Its sequence in the shard.
+    pub seq: SeqNo,
+    /// Arrival time, assigned at append.
+    pub timestamp: TimestampMs,
+    /// The partition key's bytes.
+    pub partition_key: Bytes,
+    /// The explicit hash key, if one was given.
+    pub explicit_hash_key: Option<[u8; 16]>,
+    /// The payload.
+    pub data: Bytes,
 }
 
 /// What a retention pass did.
@@ -246,9 +273,46 @@ impl Log {
 
     /// Reads up to `max_records` records, and up to `max_bytes` of keys and data (at least
     /// one record when any is available), from `from` on. A `from` older than the trim
-    /// horizon reads from the trim horizon.
+    /// horizon reads from the trim horizon. Each record is copied into owned buffers; see
+    /// [`Log::read_shared`] for reads that copy nothing.
     pub fn read(&self, from: SeqNo, max_records: usize, max_bytes: usize) -> Result<ReadBatch> {
+        let (records, next) = self.read_into(from, max_records, max_bytes, |f, _| f.to_record())?;
+        Ok(ReadBatch { records, next })
+    }
+
+    /// [`Log::read`] without copies: each record's key and data are `Bytes` slices of the
+    /// segment's memory map, which they keep alive (a segment deleted by retention stays
+    /// readable through them). Every byte returned has been read once here, by the CRC
+    /// check, so handing the slices to a network encoder does not fault pages in on the
+    /// caller's thread; that encoder's copy is the only one on the way to the socket.
+    pub fn read_shared(
+        &self,
+        from: SeqNo,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<SharedBatch> {
+        let (records, next) =
+            self.read_into(from, max_records, max_bytes, |f, seg| SharedRecord {
+                seq: f.seq,
+                timestamp: f.timestamp,
+                partition_key: seg.slice(f.partition_key),
+                explicit_hash_key: f.explicit_hash_key,
+                data: seg.slice(f.data),
+            })?;
+        Ok(SharedBatch { records, next })
+    }
+
+    /// The read loop shared by [`Log::read`] and [`Log::read_shared`]: `make` turns each
+    /// frame (borrowed from `segment`) into the caller's record type.
+    fn read_into<R>(
+        &self,
+        from: SeqNo,
+        max_records: usize,
+        max_bytes: usize,
+        mut make: impl FnMut(&frame::FrameRef<'_>, &SegmentBytes) -> R,
+    ) -> Result<(Vec<R>, SeqNo)> {
         let mut out = Vec::new();
+        let mut last: Option<SeqNo> = None;
         let mut bytes = 0usize;
         let mut seq = from;
         let rounds = self.lock().sealed.len() + 4;
@@ -272,6 +336,12 @@ impl Log {
                 }
                 (self.locate(&mut st, seq), end)
             };
+            let mut sink = Sink {
+                out: &mut out,
+                last: &mut last,
+                total: &mut bytes,
+                make: &mut make,
+            };
             let done = match target {
                 Target::Active {
                     map,
@@ -285,8 +355,8 @@ impl Log {
                         max_bytes,
                     };
                     let path = segment::log_path(&self.dir, base);
-                    let bytes_in = &map.bytes()[..visible as usize];
-                    read_frames(bytes_in, &path, entry, seq, &limit, &mut out, &mut bytes)?
+                    let seg = SegmentBytes::new(map, visible as usize);
+                    read_frames(&seg, &path, entry, seq, &limit, &mut sink)?
                 }
                 Target::Sealed(meta) => {
                     let maps = match self.sealed_maps(&meta) {
@@ -303,14 +373,10 @@ impl Log {
                     let path = segment::log_path(&self.dir, meta.base);
                     let sidx = SeqIndex(maps.seq.entries());
                     let entry = floor_entry(&sidx, meta.base, seq);
-                    let bytes_in = &maps.log.bytes()[..maps.log_len as usize];
-                    let done =
-                        read_frames(bytes_in, &path, entry, seq, &limit, &mut out, &mut bytes)?;
-                    if !done
-                        && out.last().is_none_or(|r| r.seq.next() < limit.end)
-                        && limit.end == meta.end
-                    {
-                        let have = out.last().map_or(seq, |r| r.seq.next());
+                    let seg = SegmentBytes::new(maps.log.clone(), maps.log_len as usize);
+                    let done = read_frames(&seg, &path, entry, seq, &limit, &mut sink)?;
+                    if !done && last.is_none_or(|r| r.next() < limit.end) && limit.end == meta.end {
+                        let have = last.map_or(seq, SeqNo::next);
                         if have < meta.end {
                             return Err(Error::corrupt(
                                 path,
@@ -325,15 +391,15 @@ impl Log {
                     done
                 }
             };
-            if let Some(r) = out.last() {
-                seq = r.seq.next();
+            if let Some(r) = last {
+                seq = r.next();
             }
             if done {
                 break;
             }
         }
-        let next = out.last().map_or(seq, |r| r.seq.next());
-        Ok(ReadBatch { records: out, next })
+        let next = last.map_or(seq, SeqNo::next);
+        Ok((out, next))
     }
 
     /// The sequence of the first record whose arrival time is at or after `t`, or the next
@@ -931,18 +997,78 @@ struct Limits {
     max_bytes: usize,
 }
 
+/// Where `read_frames` puts what it decodes: the records made so far, the last sequence
+/// taken, the bytes counted against the limit, and the caller's record maker.
+struct Sink<'a, R, F> {
+    out: &'a mut Vec<R>,
+    last: &'a mut Option<SeqNo>,
+    total: &'a mut usize,
+    make: &'a mut F,
+}
+
+/// The readable bytes of one segment (a prefix of its mapping), lent out either borrowed
+/// or as `Bytes` slices that share the mapping. The shared form is built on first use,
+/// so copying reads pay nothing for it.
+pub(crate) struct SegmentBytes {
+    map: Arc<dyn Mapping>,
+    len: usize,
+    shared: std::cell::OnceCell<Bytes>,
+}
+
+/// Owns a mapping for `Bytes`: the prefix of `len` bytes.
+struct MapPrefix {
+    map: Arc<dyn Mapping>,
+    len: usize,
+}
+
+impl AsRef<[u8]> for MapPrefix {
+    fn as_ref(&self) -> &[u8] {
+        self.map.bytes().get(..self.len).unwrap_or(&[])
+    }
+}
+
+impl SegmentBytes {
+    fn new(map: Arc<dyn Mapping>, len: usize) -> SegmentBytes {
+        let len = len.min(map.bytes().len());
+        SegmentBytes {
+            map,
+            len,
+            shared: std::cell::OnceCell::new(),
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        self.map.bytes().get(..self.len).unwrap_or(&[])
+    }
+
+    /// `part`, a sub-slice of [`SegmentBytes::bytes`], as shared `Bytes` (no copy).
+    pub(crate) fn slice(&self, part: &[u8]) -> Bytes {
+        let whole = self.shared.get_or_init(|| {
+            Bytes::from_owner(MapPrefix {
+                map: self.map.clone(),
+                len: self.len,
+            })
+        });
+        let (base, start) = (whole.as_ptr() as usize, part.as_ptr() as usize);
+        match start.checked_sub(base) {
+            Some(off) if off + part.len() <= whole.len() => whole.slice(off..off + part.len()),
+            // Not ours (an empty slice from elsewhere): copy it rather than panic.
+            _ => Bytes::copy_from_slice(part),
+        }
+    }
+}
+
 /// Decodes frames of one segment from an index entry, collecting those from `from` on.
 /// Returns true when a limit stopped the read (as opposed to the segment's end).
-fn read_frames(
-    bytes: &[u8],
+fn read_frames<R, F: FnMut(&frame::FrameRef<'_>, &SegmentBytes) -> R>(
+    seg: &SegmentBytes,
     path: &Path,
     entry: (u64, SeqNo),
     from: SeqNo,
     limit: &Limits,
-    out: &mut Vec<Record>,
-    total: &mut usize,
+    sink: &mut Sink<'_, R, F>,
 ) -> Result<bool> {
-    let mut frames = Frames::new(bytes, path, entry)?;
+    let mut frames = Frames::new(seg.bytes(), path, entry)?;
     while let Some(f) = frames.next_frame()? {
         if f.seq >= limit.end {
             return Ok(false);
@@ -951,13 +1077,14 @@ fn read_frames(
             continue;
         }
         let size = f.data.len() + f.partition_key.len();
-        if out.len() >= limit.max_records.max(1)
-            || (!out.is_empty() && *total + size > limit.max_bytes)
+        if sink.out.len() >= limit.max_records.max(1)
+            || (!sink.out.is_empty() && *sink.total + size > limit.max_bytes)
         {
             return Ok(true);
         }
-        *total += size;
-        out.push(f.to_record());
+        *sink.total += size;
+        *sink.last = Some(f.seq);
+        sink.out.push((sink.make)(&f, seg));
     }
     Ok(false)
 }
