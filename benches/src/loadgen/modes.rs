@@ -201,9 +201,10 @@ pub async fn run(
         let mut st = put_phase(&pre, target, &streams, false).await?;
         st.name = "preload".into();
         phases.push(st);
-        if let Some((rss, fds)) = pid.and_then(server::resources) {
-            extra["rss_kib_after_preload"] = json!(rss);
-            extra["fds_after_preload"] = json!(fds);
+        if let Some(r) = pid.and_then(server::resources) {
+            extra["rss_kib_after_preload"] = json!(r.rss_kib);
+            extra["rss_anon_kib_after_preload"] = json!(r.rss_anon_kib);
+            extra["fds_after_preload"] = json!(r.fds);
         }
     }
     match args.mode {
@@ -241,9 +242,10 @@ pub async fn run(
         }
     }
     let pid = spawned.as_ref().map(Spawned::pid).or(pid);
-    if let Some((rss, fds)) = pid.and_then(server::resources) {
-        extra["server_rss_kib"] = json!(rss);
-        extra["server_fds"] = json!(fds);
+    if let Some(r) = pid.and_then(server::resources) {
+        extra["server_rss_kib"] = json!(r.rss_kib);
+        extra["server_rss_anon_kib"] = json!(r.rss_anon_kib);
+        extra["server_fds"] = json!(r.fds);
     }
     if let Some(s) = spawned {
         extra["server_startup_ms"] = json!(s.startup.as_millis() as u64);

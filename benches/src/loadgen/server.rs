@@ -149,19 +149,37 @@ fn addresses(line: &str) -> Option<(String, String)> {
     Some((field("grpc_addr=")?, field("kinesis_addr=")?))
 }
 
-/// Resident memory (KiB) and open file descriptors of process `pid`, from `/proc`.
-pub fn resources(pid: u32) -> Option<(u64, u64)> {
+/// What `/proc` says about a server process.
+#[derive(Debug, Clone, Copy)]
+pub struct Resources {
+    /// Resident memory, KiB (`VmRSS`), including mapped segment pages.
+    pub rss_kib: u64,
+    /// Anonymous resident memory, KiB (`RssAnon`): the heap, without the page cache
+    /// pages the segment mappings make resident (those are the kernel's to reclaim).
+    pub rss_anon_kib: u64,
+    /// Open file descriptors.
+    pub fds: u64,
+}
+
+/// Resident memory and open file descriptors of process `pid`, from `/proc`.
+pub fn resources(pid: u32) -> Option<Resources> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
+    let field = |name: &str| -> Option<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()
+    };
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64;
-    Some((rss, fds))
+    Some(Resources {
+        rss_kib: field("VmRSS:")?,
+        rss_anon_kib: field("RssAnon:").unwrap_or(0),
+        fds,
+    })
 }
 
 /// A data directory: `given` as is (kept), or a new temporary one under `parent`.
