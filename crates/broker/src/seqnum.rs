@@ -189,23 +189,31 @@ impl U192 {
         (carry == 0).then_some(())
     }
 
+    /// The decimal digits, written into one stack buffer: this runs once per record on
+    /// every put and read, so it allocates only the returned string.
     fn to_decimal(mut self) -> String {
-        if self.is_zero() {
-            return "0".to_owned();
+        const CHUNK: u64 = 10_000_000_000_000_000_000;
+        // 2^192 has 58 digits: at most four chunks of 19.
+        let mut chunks = [0u64; 4];
+        let mut n = 0;
+        while !self.is_zero() && n < chunks.len() {
+            chunks[n] = self.div_rem(CHUNK);
+            n += 1;
         }
-        let mut chunks = Vec::new();
-        while !self.is_zero() {
-            chunks.push(self.div_rem(10_000_000_000_000_000_000));
-        }
-        let mut s = String::new();
-        for (i, c) in chunks.iter().rev().enumerate() {
-            if i == 0 {
-                s.push_str(&c.to_string());
-            } else {
-                s.push_str(&format!("{c:019}"));
+        let mut buf = [b'0'; 19 * 4];
+        for (i, &c) in chunks[..n].iter().rev().enumerate() {
+            let mut x = c;
+            for d in buf[i * 19..(i + 1) * 19].iter_mut().rev() {
+                *d = b'0' + (x % 10) as u8;
+                x /= 10;
             }
         }
-        s
+        let used = &buf[..(n * 19).max(1)];
+        let first = used
+            .iter()
+            .position(|&d| d != b'0')
+            .unwrap_or(used.len() - 1);
+        used[first..].iter().map(|&d| char::from(d)).collect()
     }
 
     fn from_decimal(s: &str) -> Option<U192> {
@@ -239,6 +247,22 @@ mod tests {
         let num = |s: &str| s.parse::<f64>().unwrap_or(0.0);
         assert!(start.len() <= rec.len() && (start.len() < rec.len() || start < rec));
         assert!(num(&end) > num(&rec));
+    }
+
+    #[test]
+    fn decimals_round_trip_at_chunk_boundaries() {
+        let max = "6277101735386680763835789423207666416102355444464034512895"; // 2^192 - 1
+        for s in [
+            "0",
+            "7",
+            "9999999999999999999",
+            "10000000000000000000",
+            "10000000000000000000000000000000000000",
+            max,
+        ] {
+            let v = U192::from_decimal(s).unwrap();
+            assert_eq!(v.to_decimal(), s);
+        }
     }
 
     #[test]
