@@ -8,6 +8,7 @@ use std::path::Path;
 
 type Target = fn(&[u8]);
 
+/// The built-in seeds, then whatever a libFuzzer run left in `corpus/<target>/`.
 fn seeds(target: &str, builtin: &[Vec<u8>]) -> Vec<Vec<u8>> {
     let mut out = builtin.to_vec();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -46,6 +47,11 @@ fn replay(target: &str, body: Target, builtin: &[Vec<u8>]) {
     let mut runs = 0u64;
     for input in &corpus {
         body(input);
+        runs += 1;
+    }
+    // Every byte flip and truncation of the built-in seeds (a corpus left by libFuzzer
+    // can hold thousands of inputs; those are replayed as they are, above).
+    for input in builtin {
         for i in 0..input.len().min(512) {
             let mut flipped = input.clone();
             flipped[i] ^= 0xFF;
