@@ -106,6 +106,12 @@ pub async fn serve(
     stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let app = router(broker, &config, stop.clone());
+    // Small replies must not wait for the client's delayed ACK (Nagle: up to 40 ms).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(stopped(stop))
         .await

@@ -14,7 +14,6 @@ use sluice_broker::{Broker, BrokerConfig};
 use sluice_kinesis::KinesisConfig;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::config::Config;
 use crate::shutdown::{self, StopSignals};
@@ -52,7 +51,9 @@ pub async fn run(config: Config, broker_config: BrokerConfig) -> anyhow::Result<
     let server = tonic::transport::Server::builder()
         .add_routes(routes)
         .serve_with_incoming_shutdown(
-            TcpListenerStream::new(listener),
+            // Without TCP_NODELAY a small reply waits for the client's delayed ACK (up
+            // to 40 ms): the p99 of every gRPC call sat there.
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown::requested(stop_rx.clone()),
         );
     let mut server = std::pin::pin!(server);
