@@ -331,8 +331,14 @@ impl Broker {
                 return Ok((Vec::new(), c.seq.max(from), c.min_ts, None));
             }
             // Shared reads: the data stays in the segment's mapping until the front-end
-            // encodes it, the one copy on the way to the socket.
-            let batch = log.read_shared(from, limit, bytes_max)?;
+            // encodes it, the one copy on the way to the socket. Records written but not
+            // yet synced are past the readable end: nothing to return yet, not an error.
+            let batch = match log.read_shared(from, limit, bytes_max) {
+                Err(sluice_storage::Error::BeyondEnd { .. }) => {
+                    return Ok((Vec::new(), c.seq.max(from), c.min_ts, None));
+                }
+                other => other?,
+            };
             let cutoff = now.0.saturating_sub(facts.retention_ms);
             let mut min_ts = c.min_ts;
             let mut records = batch.records;
@@ -344,11 +350,13 @@ impl Broker {
                 keep
             });
             // How far behind: the arrival time of the first record not returned.
+            // Unsynced records are not readable yet, so they count as caught up.
             let behind_ts = if batch.next < log.next_seq() {
-                log.read_shared(batch.next, 1, 0)?
-                    .records
-                    .first()
-                    .map(|r| r.timestamp)
+                match log.read_shared(batch.next, 1, 0) {
+                    Ok(next) => next.records.first().map(|r| r.timestamp),
+                    Err(sluice_storage::Error::BeyondEnd { .. }) => None,
+                    Err(e) => return Err(e.into()),
+                }
             } else {
                 None
             };
