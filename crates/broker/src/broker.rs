@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sluice_shards::{CreateStream, ShardHandle, ShardId, ShardInfo, ShardManager, ShardState};
-use sluice_storage::{Log, RealFs, SegmentCache, TimestampMs};
+use sluice_storage::{RealFs, SegmentCache, TimestampMs};
 use tokio::sync::Notify;
 
 use crate::config::BrokerConfig;
@@ -163,7 +163,7 @@ impl Broker {
         let manager = self.manager.clone();
         blocking(move || {
             let mut first_error = None;
-            for (_, _, log) in all_logs(&manager, now_ms())? {
+            for (_, _, log) in manager.live_logs() {
                 if let Err(e) = log.close() {
                     tracing::error!(log = %log.dir().display(), error = %e, "could not close a shard log");
                     first_error.get_or_insert(Error::from(e));
@@ -512,29 +512,6 @@ pub(crate) fn shard_view(s: &ShardInfo) -> ShardView {
             .map(|c| SequenceNumber::ending(created, index, c.at.0).encode()),
         created: s.created(),
         closed: s.closed().map(|c| c.at),
-    }
-}
-
-/// Every live shard log: (stream name, retention hours, log).
-pub(crate) fn all_logs(m: &ShardManager, now: TimestampMs) -> Result<Vec<(String, u32, Arc<Log>)>> {
-    let mut out = Vec::new();
-    let mut start: Option<String> = None;
-    loop {
-        let page = m.list_streams(start.as_deref(), 10_000, now)?;
-        for s in &page.streams {
-            let Ok(d) = m.describe_stream(&s.name, now) else {
-                continue;
-            };
-            for info in d.shards.iter().filter(|i| i.state() != ShardState::Expired) {
-                if let Ok(ShardHandle { log: Some(log), .. }) = m.shard(&s.name, info.id(), now) {
-                    out.push((s.name.clone(), d.retention_hours, log));
-                }
-            }
-        }
-        match (page.has_more, page.streams.last()) {
-            (true, Some(last)) => start = Some(last.name.clone()),
-            _ => return Ok(out),
-        }
     }
 }
 

@@ -8,7 +8,7 @@ use sluice_storage::SyncMode;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::broker::{Broker, all_logs, blocking, now_ms};
+use crate::broker::{Broker, blocking, now_ms};
 use crate::error::Result;
 
 /// What one maintenance pass did.
@@ -34,7 +34,7 @@ impl Broker {
                 streams_purged: tick.streams_purged.len(),
                 ..MaintenanceReport::default()
             };
-            for (stream, hours, log) in all_logs(&m, now)? {
+            for (stream, hours, log) in m.live_logs() {
                 match log.apply_retention(now, u64::from(hours) * 3_600_000) {
                     Ok(out) => report.segments_deleted += out.segments_deleted,
                     Err(e) => tracing::error!(stream, log = %log.dir().display(), error = %e, "retention failed"),
@@ -77,7 +77,7 @@ impl Broker {
                     _ = sync.tick(), if matches!(this.config.manager.log.sync, SyncMode::Interval { .. }) => {
                         let m = this.manager.clone();
                         let synced = blocking(move || {
-                            for (_, _, log) in all_logs(&m, now_ms())? {
+                            for (_, _, log) in m.live_logs() {
                                 log.sync_if_due()?;
                             }
                             Ok(())

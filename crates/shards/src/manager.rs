@@ -237,6 +237,24 @@ impl ShardManager {
         Ok(manager)
     }
 
+    /// Every live (not expired) shard log, with its stream's name and retention hours, in
+    /// one pass under the read lock: what the broker's timers (retention, periodic sync)
+    /// walk.
+    pub fn live_logs(&self) -> Vec<(String, u32, Arc<Log>)> {
+        let inner = self.read();
+        let mut out = Vec::new();
+        for (uid, rt) in &inner.runtime {
+            if let Some(s) = inner.catalogue.by_uid(*uid) {
+                out.extend(
+                    rt.logs
+                        .values()
+                        .map(|log| (s.name.clone(), s.retention_hours, log.clone())),
+                );
+            }
+        }
+        out
+    }
+
     /// The configuration the manager was opened with.
     pub fn config(&self) -> &ManagerConfig {
         &self.config
