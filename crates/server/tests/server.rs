@@ -49,8 +49,10 @@ impl Server {
         let lines = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line.clone());
-                lines.lock().unwrap().push(line);
+                // Keep the line before announcing it: whoever wakes on the announcement
+                // may read the kept log at once.
+                lines.lock().unwrap().push(line.clone());
+                let _ = tx.send(line);
             }
         });
         let deadline = Instant::now() + START_TIMEOUT;

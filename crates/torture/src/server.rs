@@ -66,12 +66,16 @@ impl Server {
             let keep = log.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    let _ = tx.send(line.clone());
-                    let mut kept = keep.lock().unwrap_or_else(|e| e.into_inner());
-                    if kept.len() == LOG_LINES_KEPT {
-                        kept.pop_front();
+                    // Keep the line before announcing it: whoever wakes on the
+                    // announcement may read the kept log at once.
+                    {
+                        let mut kept = keep.lock().unwrap_or_else(|e| e.into_inner());
+                        if kept.len() == LOG_LINES_KEPT {
+                            kept.pop_front();
+                        }
+                        kept.push_back(line.clone());
                     }
-                    kept.push_back(line);
+                    let _ = tx.send(line);
                 }
             });
         }
