@@ -80,6 +80,8 @@ pub(crate) struct Recovered {
     pub journal: Journal,
     /// Bytes of torn tail cut from the journal.
     pub truncated_bytes: u64,
+    /// The journal file and the offset its tail was cut at, when it was.
+    pub truncated_at: Option<(PathBuf, u64)>,
     /// Events replayed from the journal (after the snapshot).
     pub replayed: u64,
 }
@@ -185,6 +187,7 @@ pub(crate) fn recover(fs: &Arc<dyn FileSystem>, dir: &Path) -> Result<Recovered>
             catalogue,
             journal,
             truncated_bytes: 0,
+            truncated_at: None,
             replayed: 0,
         });
     }
@@ -231,11 +234,18 @@ pub(crate) fn recover(fs: &Arc<dyn FileSystem>, dir: &Path) -> Result<Recovered>
         Tail::Torn { at } => {
             file.set_len(at as u64).map_err(|e| Error::io(&path, e))?;
             file.sync_data().map_err(|e| Error::io(&path, e))?;
-            tracing::info!(file = %path.display(), truncated_bytes = bytes.len() - at, "journal torn tail truncated");
+            tracing::warn!(
+                file = %path.display(),
+                offset = at,
+                truncated_bytes = bytes.len() - at,
+                "journal tail truncated at {}:{at}: an unfinished (torn) last write, or damage to the last events",
+                path.display()
+            );
             at as u64
         }
     };
     let truncated_bytes = bytes.len() as u64 - len_bytes;
+    let truncated_at = (truncated_bytes > 0).then(|| (path.clone(), len_bytes));
     let journal = Journal {
         fs: Arc::clone(fs),
         dir: dir.to_path_buf(),
@@ -248,6 +258,7 @@ pub(crate) fn recover(fs: &Arc<dyn FileSystem>, dir: &Path) -> Result<Recovered>
         catalogue,
         journal,
         truncated_bytes,
+        truncated_at,
         replayed,
     })
 }

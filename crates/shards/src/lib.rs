@@ -33,7 +33,8 @@ pub use error::{Error, Result};
 pub use hash_range::{HashKey, HashRange, uniform_layout};
 pub use lineage::{ShardClose, ShardId, ShardInfo, ShardState};
 pub use manager::{
-    ManagerConfig, Route, RouteKey, ShardHandle, ShardManager, TickReport, UpdateShardCountOutput,
+    LOST_FOUND_DIR, ManagerConfig, Route, RouteKey, ShardHandle, ShardManager, TickReport,
+    UpdateShardCountOutput,
 };
 pub use stream::{
     CreateStream, RECORD_SIZE_KIB_MAX, RECORD_SIZE_KIB_MIN, RETENTION_HOURS_MAX,

@@ -13,7 +13,8 @@
 //! 3. append the event to the journal and sync it (the commit point);
 //! 4. apply it to the catalogue and the routing tables.
 //!
-//! A crash before 3 leaves new directories the journal never names (removed at start-up)
+//! A crash before 3 leaves new, empty directories the journal never names (removed at
+//! start-up; one holding records means the journal was damaged, and goes to `lost+found/`)
 //! and sealed parents the journal says are open (unsealed at start-up): the stream is
 //! wholly before the change. A crash after 3 replays it: wholly after. Deletions go the
 //! other way round: journal first, then remove, so a crash leaves only an unnamed directory
@@ -209,6 +210,7 @@ impl ShardManager {
                 "metadata journal recovered"
             );
         }
+        let recovered_cut = recovered.truncated_at.clone();
         let streams_dir = data_dir.join("streams");
         fs.create_dir_all(&streams_dir)
             .map_err(|e| Error::io(&streams_dir, e))?;
@@ -226,7 +228,7 @@ impl ShardManager {
         };
         {
             let mut inner = manager.write();
-            manager.remove_orphans(&inner.catalogue)?;
+            manager.remove_orphans(&inner.catalogue, recovered_cut.as_ref())?;
             let uids: Vec<u64> = inner.catalogue.streams().map(|s| s.uid).collect();
             for uid in uids {
                 let logs = manager.open_stream_logs(&inner.catalogue, uid)?;
@@ -1164,9 +1166,21 @@ impl ShardManager {
     }
 
     /// Removes every directory under `streams/` that no live shard names: children of
-    /// reshards that never reached the journal, expired or purged logs whose removal a crash
-    /// interrupted, and `*.deleted` leftovers.
-    fn remove_orphans(&self, catalogue: &Catalogue) -> Result<()> {
+    /// reshards that never reached the journal, and expired or purged logs whose removal a
+    /// crash interrupted.
+    ///
+    /// A directory the catalogue has never heard of (a stream uid at or past its next uid, a
+    /// shard id at or past its stream's next id) is normally an empty child of a reshard
+    /// that never reached the journal. If it holds records, the journal lost events it had
+    /// synced, since records reach a shard only after the event creating it is durable:
+    /// its tail was damaged, not torn. Such a directory is never deleted: it is moved to
+    /// `lost+found/` and reported at error level with the bytes it holds and where the
+    /// journal was cut.
+    fn remove_orphans(
+        &self,
+        catalogue: &Catalogue,
+        journal_cut: Option<&(PathBuf, u64)>,
+    ) -> Result<()> {
         let streams_dir = &self.streams_dir;
         let mut removed = 0;
         for entry in self
@@ -1174,14 +1188,11 @@ impl ShardManager {
             .list_dir(streams_dir)
             .map_err(|e| Error::io(streams_dir, e))?
         {
-            let stream = catalogue
-                .streams()
-                .find(|s| stream_dir_name(s.uid) == entry);
             let path = streams_dir.join(&entry);
-            let Some(stream) = stream else {
-                self.fs
-                    .remove_dir_all(&path)
-                    .map_err(|e| Error::io(&path, e))?;
+            let uid = parse_stream_dir_name(&entry);
+            let Some(stream) = uid.and_then(|u| catalogue.by_uid(u)) else {
+                let unknown = uid.is_none_or(|u| u >= catalogue.uid_next());
+                self.drop_orphan(&path, &entry, unknown, journal_cut)?;
                 removed += 1;
                 continue;
             };
@@ -1191,10 +1202,14 @@ impl ShardManager {
                     sh.state() != ShardState::Expired && sh.id().to_string() == shard_entry
                 });
                 if !live {
-                    let shard_path = path.join(&shard_entry);
-                    self.fs
-                        .remove_dir_all(&shard_path)
-                        .map_err(|e| Error::io(&shard_path, e))?;
+                    let unknown = ShardId::parse(&shard_entry)
+                        .is_none_or(|id| id >= stream.lineage.next_id());
+                    self.drop_orphan(
+                        &path.join(&shard_entry),
+                        &format!("{entry}-{shard_entry}"),
+                        unknown,
+                        journal_cut,
+                    )?;
                     removed_here += 1;
                 }
             }
@@ -1209,10 +1224,73 @@ impl ShardManager {
                 .map_err(|e| Error::io(streams_dir, e))?;
             tracing::info!(
                 directories = removed,
-                "removed directories no live shard names"
+                "removed or set aside directories no live shard names"
             );
         }
         Ok(())
+    }
+
+    /// Removes one orphan directory, or moves it to `lost+found/<name>` when the catalogue
+    /// never knew it (`unknown`) and it holds records. The caller syncs `path`'s parent.
+    fn drop_orphan(
+        &self,
+        path: &Path,
+        name: &str,
+        unknown: bool,
+        journal_cut: Option<&(PathBuf, u64)>,
+    ) -> Result<()> {
+        let bytes = if unknown {
+            self.record_bytes_under(path)?
+        } else {
+            0
+        };
+        if bytes == 0 {
+            return self.fs.remove_dir_all(path).map_err(|e| Error::io(path, e));
+        }
+        let lost_found = self.streams_dir.with_file_name(LOST_FOUND_DIR);
+        self.fs
+            .create_dir_all(&lost_found)
+            .map_err(|e| Error::io(&lost_found, e))?;
+        let mut dest = lost_found.join(name);
+        let mut n = 1;
+        while self.fs.exists(&dest) {
+            dest = lost_found.join(format!("{name}.{n}"));
+            n += 1;
+        }
+        self.fs
+            .rename(path, &dest)
+            .map_err(|e| Error::io(path, e))?;
+        self.fs
+            .sync_dir(&lost_found)
+            .map_err(|e| Error::io(&lost_found, e))?;
+        let cause = match journal_cut {
+            Some((journal, at)) => format!(
+                "the metadata journal {} was cut at offset {at} and lost the events naming it",
+                journal.display()
+            ),
+            None => "the metadata journal and snapshot do not name it".to_owned(),
+        };
+        tracing::error!(
+            dir = %path.display(),
+            moved_to = %dest.display(),
+            record_bytes = bytes,
+            "{} holds {bytes} bytes of records but {cause}: moved to {} and no longer served; \
+             those records are lost to readers until restored by hand",
+            path.display(),
+            dest.display()
+        );
+        Ok(())
+    }
+
+    /// Bytes of records in the shard log at `path`, or in the shard logs directly under it.
+    fn record_bytes_under(&self, path: &Path) -> Result<u64> {
+        let mut total = Log::stored_record_bytes(self.fs.as_ref(), path)?;
+        for entry in self.fs.list_dir(path).map_err(|e| Error::io(path, e))? {
+            if ShardId::parse(&entry).is_some() {
+                total += Log::stored_record_bytes(self.fs.as_ref(), &path.join(entry))?;
+            }
+        }
+        Ok(total)
     }
 
     // ---- files ----
@@ -1324,3 +1402,14 @@ impl StreamLogs {
 fn stream_dir_name(uid: u64) -> String {
     format!("{uid:020}")
 }
+
+/// The uid a stream directory's name gives, if it is one.
+fn parse_stream_dir_name(name: &str) -> Option<u64> {
+    if name.len() != 20 || !name.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    name.parse().ok()
+}
+
+/// Where start-up sets aside shard directories holding records the catalogue does not name.
+pub const LOST_FOUND_DIR: &str = "lost+found";

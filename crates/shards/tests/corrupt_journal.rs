@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use common::{config, open_sim, state};
 use sluice_shards::{CreateStream, Error, HashKey, ShardId};
-use sluice_storage::{SimFs, TimestampMs};
+use sluice_storage::{FileSystem, SimFs, TimestampMs};
 
 const FILE_HEADER_BYTES: usize = 16;
 const FRAME_HEADER_BYTES: usize = 20;
@@ -160,4 +160,137 @@ fn damage_to_the_snapshot_is_a_typed_error() {
             FILE_HEADER_BYTES,
         );
     }
+}
+
+/// A journal whose last event (a split) is lost while the children already hold records:
+/// returns the disk, the journal's bytes before the split, and the children's records.
+fn split_then_put() -> (SimFs, Vec<u8>, Vec<Vec<u8>>) {
+    let fs = SimFs::new();
+    let m = open_sim(&fs, config(), 10).unwrap();
+    m.create_stream(&CreateStream::new("s", 1), TimestampMs(10))
+        .unwrap();
+    for i in 0..3 {
+        common::put(&m, "s", format!("k{i}").as_bytes(), b"in-parent", 11);
+    }
+    let before_split = fs.read_file(&journal()).unwrap();
+    m.split_shard(
+        "s",
+        ShardId::new(0).unwrap(),
+        HashKey(1 << 127),
+        TimestampMs(12),
+    )
+    .unwrap();
+    assert!(
+        fs.read_file(&journal()).unwrap().starts_with(&before_split),
+        "the split was compacted into a snapshot; the test needs it in the journal"
+    );
+    let mut data = Vec::new();
+    let mut children = std::collections::BTreeSet::new();
+    for i in 0..40 {
+        let d = format!("child-record-{i}").into_bytes();
+        let (shard, _) = common::put(&m, "s", format!("key-{i}").as_bytes(), &d, 13);
+        children.insert(shard);
+        data.push(d);
+    }
+    assert_eq!(children.len(), 2, "both children should get records");
+    (fs, before_split, data)
+}
+
+#[test]
+fn a_lost_journal_tail_sets_aside_shards_holding_records_never_deletes_them() {
+    let lost_found = Path::new(common::DATA).join(sluice_shards::LOST_FOUND_DIR);
+    for damage in ["truncate", "zero"] {
+        let (fs, before_split, data) = split_then_put();
+        let mut bytes = fs.read_file(&journal()).unwrap();
+        match damage {
+            "truncate" => bytes.truncate(before_split.len()),
+            _ => bytes[before_split.len()..].fill(0),
+        }
+        fs.overwrite_file(&journal(), &bytes).unwrap();
+
+        let m = open_sim(&fs, config(), 20).unwrap();
+        let d = m.describe_stream("s", TimestampMs(20)).unwrap();
+        assert_eq!(
+            d.shards.len(),
+            1,
+            "{damage}: the split is gone with the journal tail"
+        );
+        let parent = m
+            .shard("s", ShardId::new(0).unwrap(), TimestampMs(20))
+            .unwrap()
+            .log
+            .unwrap();
+        assert_eq!(
+            parent
+                .read(sluice_storage::SeqNo(0), 100, 1 << 20)
+                .unwrap()
+                .records
+                .len(),
+            3
+        );
+        assert_eq!(common::shard_dirs(&fs, d.uid), vec!["shardId-000000000000"]);
+
+        // Both children's directories, records and all, are in lost+found.
+        let mut set_aside = fs.list_dir(&lost_found).unwrap();
+        set_aside.sort();
+        assert_eq!(
+            set_aside,
+            vec![
+                format!("{:020}-shardId-000000000001", d.uid),
+                format!("{:020}-shardId-000000000002", d.uid)
+            ],
+            "{damage}"
+        );
+        let mut kept = Vec::new();
+        for dir in &set_aside {
+            for name in fs.list_dir(&lost_found.join(dir)).unwrap() {
+                if name.ends_with(".log") {
+                    kept.extend(fs.read_file(&lost_found.join(dir).join(name)).unwrap());
+                }
+            }
+        }
+        for d in &data {
+            assert!(
+                kept.windows(d.len()).any(|w| w == &d[..]),
+                "{damage}: {} not in lost+found",
+                String::from_utf8_lossy(d)
+            );
+        }
+        // The stream takes writes again, and a second start-up changes nothing.
+        common::put(&m, "s", b"after", b"after", 21);
+        drop(m);
+        let m = open_sim(&fs, config(), 22).unwrap();
+        assert_eq!(
+            m.describe_stream("s", TimestampMs(22))
+                .unwrap()
+                .shards
+                .len(),
+            1
+        );
+        assert_eq!(fs.list_dir(&lost_found).unwrap().len(), 2, "{damage}");
+    }
+}
+
+#[test]
+fn empty_children_of_an_unjournaled_split_are_still_removed() {
+    let (fs, before_split, _) = {
+        let fs = SimFs::new();
+        let m = open_sim(&fs, config(), 10).unwrap();
+        m.create_stream(&CreateStream::new("s", 1), TimestampMs(10))
+            .unwrap();
+        let before = fs.read_file(&journal()).unwrap();
+        m.split_shard(
+            "s",
+            ShardId::new(0).unwrap(),
+            HashKey(1 << 127),
+            TimestampMs(12),
+        )
+        .unwrap();
+        (fs, before, ())
+    };
+    fs.overwrite_file(&journal(), &before_split).unwrap();
+    let m = open_sim(&fs, config(), 20).unwrap();
+    let d = m.describe_stream("s", TimestampMs(20)).unwrap();
+    assert_eq!(common::shard_dirs(&fs, d.uid), vec!["shardId-000000000000"]);
+    assert!(!fs.exists(&Path::new(common::DATA).join(sluice_shards::LOST_FOUND_DIR)));
 }

@@ -169,6 +169,23 @@ enum Target {
 }
 
 impl Log {
+    /// Bytes past the file headers in the segment files of the log in `dir`, read from
+    /// file lengths alone (nothing is opened for writing or recovered): 0 means the log never
+    /// held a record. Start-up uses it to tell an empty directory a crash left behind from
+    /// one holding records the metadata no longer names.
+    pub fn stored_record_bytes(fs: &dyn FileSystem, dir: &Path) -> Result<u64> {
+        let mut total = 0u64;
+        for name in fs.list_dir(dir).map_err(|e| Error::io(dir, e))? {
+            if let Some((_, SegmentFile::Log)) = names::parse_segment_name(&name) {
+                let path = dir.join(&name);
+                let file = fs.open(&path).map_err(|e| Error::io(&path, e))?;
+                let len = file.len().map_err(|e| Error::io(&path, e))?;
+                total += len.saturating_sub(HEADER_BYTES as u64);
+            }
+        }
+        Ok(total)
+    }
+
     /// Opens (recovering) or creates the log in `dir`. A new log starts at sequence 0.
     pub fn open(
         fs: Arc<dyn FileSystem>,
