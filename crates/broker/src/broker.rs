@@ -460,17 +460,6 @@ impl Broker {
             n.notify_waiters();
         }
     }
-
-    /// A record's wire sequence number.
-    pub(crate) fn sequence_number(
-        &self,
-        created_ms: u64,
-        shard: ShardId,
-        seq: sluice_storage::SeqNo,
-        arrival: TimestampMs,
-    ) -> String {
-        SequenceNumber::for_record(created_ms, shard.index() as u32, seq, arrival.0).encode()
-    }
 }
 
 /// What the data paths need to know of a stream.

@@ -10,6 +10,7 @@ use sluice_storage::{Log, RecordIn};
 
 use crate::broker::{Broker, blocking, now_ms};
 use crate::error::{Error, Result};
+use crate::seqnum::{self, SequenceNumber};
 use crate::types::{PutRecordInput, PutRecordOutput, PutRecordsEntry, PutRecordsOutput};
 
 /// Partition keys are 1 to 256 Unicode characters.
@@ -152,16 +153,18 @@ impl Broker {
             for (g, outcome) in outcomes {
                 match outcome {
                     Ok(a) => {
+                        let shard_id = g.shard.to_string();
+                        let mut numbers = seqnum::Encoder::default();
                         for (i, p) in g.records.iter().enumerate() {
                             let seq = sluice_storage::SeqNo(a.first.0 + i as u64);
                             results[p.index] = Some(PutRecordsEntry::Ok(PutRecordOutput {
-                                shard_id: g.shard.to_string(),
-                                sequence_number: self.sequence_number(
+                                shard_id: shard_id.clone(),
+                                sequence_number: numbers.encode(SequenceNumber::for_record(
                                     g.created_ms,
-                                    g.shard,
+                                    g.shard.index() as u32,
                                     seq,
-                                    a.timestamp,
-                                ),
+                                    a.timestamp.0,
+                                )),
                             }));
                         }
                         self.notifier(g.uid, g.shard.index()).notify_waiters();

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use crate::broker::{Broker, blocking, now_ms};
 use crate::error::{Error, Result};
 use crate::iterator::Position;
-use crate::seqnum::SequenceNumber;
+use crate::seqnum::{self, SequenceNumber};
 use crate::types::{
     ChildShard, GetRecordsOutput, HashKeyRange, RecordView, StartingPosition, SubscribeEvent,
 };
@@ -364,17 +364,18 @@ impl Broker {
         })
         .await?;
         let mut bytes = 0u64;
+        let mut numbers = seqnum::Encoder::default();
         let records: Vec<RecordView> = records
             .into_iter()
             .map(|r| {
                 bytes += r.data.len() as u64;
                 RecordView {
-                    sequence_number: self.sequence_number(
+                    sequence_number: numbers.encode(SequenceNumber::for_record(
                         cursor.created_ms,
-                        cursor.shard,
+                        cursor.shard.index() as u32,
                         r.seq,
-                        r.timestamp,
-                    ),
+                        r.timestamp.0,
+                    )),
                     approximate_arrival_timestamp: r.timestamp,
                     partition_key: String::from_utf8_lossy(&r.partition_key).into_owned(),
                     data: r.data,

@@ -134,6 +134,75 @@ impl SequenceNumber {
     }
 }
 
+/// The difference between the numbers of two consecutive records of a shard that arrived
+/// in the same second: one counter step, 2^80 (the counter sits above 80 bits of fields).
+const COUNTER_STEP_DIGITS: &[u8] = b"1208925819614629174706176";
+const ENCODED_BYTES_MAX: usize = 64;
+
+/// Encodes numbers one after another, cheaply when each is its predecessor's successor
+/// (same shard, same arrival second, counter + 1), as the records of one append or one
+/// read are: the digits of the previous number plus 2^80, added in decimal, instead of a
+/// full conversion. Anything else is encoded in full.
+#[derive(Debug, Clone, Default)]
+pub struct Encoder {
+    last: Option<(SequenceNumber, [u8; ENCODED_BYTES_MAX], usize)>,
+}
+
+impl Encoder {
+    /// `n`'s decimal string, the same as [`SequenceNumber::encode`].
+    pub fn encode(&mut self, n: SequenceNumber) -> String {
+        if let Some((prev, digits, len)) = &mut self.last {
+            let successor = n.counter <= ENDING_COUNTER
+                && prev.counter.checked_add(1) == Some(n.counter)
+                && SequenceNumber {
+                    counter: n.counter,
+                    ..*prev
+                } == n;
+            if successor && add_decimal(digits, len, COUNTER_STEP_DIGITS) {
+                *prev = n;
+                return std::str::from_utf8(&digits[..*len])
+                    .map(str::to_owned)
+                    .unwrap_or_else(|_| n.encode());
+            }
+        }
+        let text = n.encode();
+        let mut digits = [0u8; ENCODED_BYTES_MAX];
+        self.last = (text.len() <= digits.len()).then(|| {
+            digits[..text.len()].copy_from_slice(text.as_bytes());
+            (n, digits, text.len())
+        });
+        text
+    }
+}
+
+/// Adds the decimal `addend` to the decimal number in `digits[..*len]`, in place; false
+/// (and `digits` unusable) if the sum does not fit the buffer.
+fn add_decimal(digits: &mut [u8; ENCODED_BYTES_MAX], len: &mut usize, addend: &[u8]) -> bool {
+    if addend.len() > *len {
+        return false;
+    }
+    let mut carry = 0u8;
+    let mut addend = addend.iter().rev();
+    for d in digits[..*len].iter_mut().rev() {
+        let a = addend.next().map_or(0, |&a| a - b'0');
+        if a == 0 && carry == 0 && addend.len() == 0 {
+            break;
+        }
+        let sum = (*d - b'0') + a + carry;
+        *d = b'0' + sum % 10;
+        carry = sum / 10;
+    }
+    if carry > 0 {
+        if *len == digits.len() {
+            return false;
+        }
+        digits.copy_within(..*len, 1);
+        digits[0] = b'1';
+        *len += 1;
+    }
+    true
+}
+
 /// A 192-bit unsigned integer, three u64 limbs, most significant first: just enough
 /// arithmetic for the codec.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -167,17 +236,6 @@ impl U192 {
         self.0 == [0, 0, 0]
     }
 
-    /// Divides by `d`, returning the remainder.
-    fn div_rem(&mut self, d: u64) -> u64 {
-        let mut rem: u128 = 0;
-        for limb in &mut self.0 {
-            let cur = (rem << 64) | u128::from(*limb);
-            *limb = (cur / u128::from(d)) as u64;
-            rem = cur % u128::from(d);
-        }
-        rem as u64
-    }
-
     /// Multiplies by `m` and adds `add`; `None` on overflow.
     fn mul_add(&mut self, m: u64, add: u64) -> Option<()> {
         let mut carry = u128::from(add);
@@ -189,31 +247,52 @@ impl U192 {
         (carry == 0).then_some(())
     }
 
-    /// The decimal digits, written into one stack buffer: this runs once per record on
-    /// every put and read, so it allocates only the returned string.
-    fn to_decimal(mut self) -> String {
-        const CHUNK: u64 = 10_000_000_000_000_000_000;
-        // 2^192 has 58 digits: at most four chunks of 19.
-        let mut chunks = [0u64; 4];
+    /// The decimal digits. This runs once per record on every put and read, so it stays
+    /// off 128-bit division (a library call per step): the value is cut into 32-bit limbs
+    /// and divided by 10^9, whose quotient fits a u64 division by a constant (a multiply),
+    /// then printed nine digits at a time into one stack buffer. It allocates only the
+    /// returned string.
+    fn to_decimal(self) -> String {
+        const BILLION: u64 = 1_000_000_000;
+        let [a, b, c] = self.0;
+        let mut limbs = [
+            (a >> 32) as u32,
+            a as u32,
+            (b >> 32) as u32,
+            b as u32,
+            (c >> 32) as u32,
+            c as u32,
+        ];
+        // 2^192 < 10^63: at most seven groups of nine digits, least significant first.
+        let mut groups = [0u32; 7];
         let mut n = 0;
-        while !self.is_zero() && n < chunks.len() {
-            chunks[n] = self.div_rem(CHUNK);
+        while limbs.iter().any(|&l| l != 0) && n < groups.len() {
+            let mut rem = 0u64;
+            for limb in &mut limbs {
+                let cur = (rem << 32) | u64::from(*limb);
+                *limb = (cur / BILLION) as u32;
+                rem = cur % BILLION;
+            }
+            groups[n] = rem as u32;
             n += 1;
         }
-        let mut buf = [b'0'; 19 * 4];
-        for (i, &c) in chunks[..n].iter().rev().enumerate() {
-            let mut x = c;
-            for d in buf[i * 19..(i + 1) * 19].iter_mut().rev() {
+        let mut buf = [b'0'; 9 * 7];
+        for (i, &g) in groups[..n].iter().rev().enumerate() {
+            let mut x = g;
+            for d in buf[i * 9..(i + 1) * 9].iter_mut().rev() {
                 *d = b'0' + (x % 10) as u8;
                 x /= 10;
             }
         }
-        let used = &buf[..(n * 19).max(1)];
+        let used = &buf[..(n * 9).max(1)];
         let first = used
             .iter()
             .position(|&d| d != b'0')
             .unwrap_or(used.len() - 1);
-        used[first..].iter().map(|&d| char::from(d)).collect()
+        // Only ASCII digits were written, so this never falls back.
+        std::str::from_utf8(&used[first..])
+            .map(str::to_owned)
+            .unwrap_or_default()
     }
 
     fn from_decimal(s: &str) -> Option<U192> {
@@ -229,6 +308,90 @@ impl U192 {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// The digits the slow, obvious way: long division by 10 over 128-bit steps.
+    fn reference_decimal(v: U192) -> String {
+        let mut limbs = v.0;
+        let mut digits = Vec::new();
+        loop {
+            let mut rem: u128 = 0;
+            for limb in &mut limbs {
+                let cur = (rem << 64) | u128::from(*limb);
+                *limb = (cur / 10) as u64;
+                rem = cur % 10;
+            }
+            digits.push(b'0' + rem as u8);
+            if limbs == [0, 0, 0] {
+                break;
+            }
+        }
+        digits.reverse();
+        String::from_utf8(digits).unwrap()
+    }
+
+    proptest! {
+        #[test]
+        fn decimal_digits_match_long_division(a in any::<u64>(), b in any::<u64>(), c in any::<u64>(), shift in 0u32..192) {
+            // Every magnitude, from one digit to the full 58.
+            let mut v = U192([a, b, c]);
+            for _ in 0..shift / 64 {
+                v.pop(64);
+            }
+            if shift % 64 > 0 {
+                v.pop(shift % 64);
+            }
+            prop_assert_eq!(v.to_decimal(), reference_decimal(v));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn the_encoder_matches_a_full_encode(created in 0u64..(1 << 36) * 1000, index in any::<u32>(), start in 0u64..ENDING_COUNTER, steps in prop::collection::vec((0u8..4, 0u64..3000), 1..60)) {
+            let mut enc = Encoder::default();
+            let mut counter = start;
+            let mut arrival = created;
+            for (kind, delta) in steps {
+                match kind {
+                    0 => arrival += delta,
+                    1 => counter = counter.saturating_sub(delta),
+                    _ => {}
+                }
+                counter = (counter + 1).min(ENDING_COUNTER);
+                let n = SequenceNumber::for_record(created, index, SeqNo(counter - 1), arrival);
+                prop_assert_eq!(enc.encode(n), n.encode());
+            }
+        }
+    }
+
+    #[test]
+    fn the_encoder_carries_into_a_new_digit() {
+        // A counter step that makes the number one digit longer.
+        let mut digits = [b'0'; ENCODED_BYTES_MAX];
+        let nines = b"9999999999999999999999999999";
+        digits[..nines.len()].copy_from_slice(nines);
+        let mut len = nines.len();
+        assert!(add_decimal(&mut digits, &mut len, COUNTER_STEP_DIGITS));
+        let sum: u128 = 9_999_999_999_999_999_999_999_999_999 + (1u128 << 80);
+        assert_eq!(
+            std::str::from_utf8(&digits[..len]).unwrap(),
+            sum.to_string()
+        );
+    }
+
+    #[test]
+    fn decimal_edges() {
+        for v in [
+            [0, 0, 0],
+            [0, 0, 9],
+            [0, 0, 10],
+            [0, 0, u64::MAX],
+            [0, 1, 0],
+            [u64::MAX; 3],
+        ] {
+            assert_eq!(U192(v).to_decimal(), reference_decimal(U192(v)));
+        }
+        assert_eq!(U192([0, 0, 1_000_000_000]).to_decimal(), "1000000000");
+    }
 
     #[test]
     fn a_record_number_looks_like_a_real_one() {

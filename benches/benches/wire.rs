@@ -1,0 +1,85 @@
+//! Criterion benchmarks of the per-record work between the socket and the log on the put
+//! and read paths: sequence-number encoding and decoding (once per record each way), a
+//! 500 x 1 KiB PutRecords request decoded from protobuf (gRPC) and parsed from AWS JSON
+//! (Kinesis, base64 payloads included).
+
+use std::hint::black_box;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use prost::Message;
+use sluice_broker::seqnum::SequenceNumber;
+use sluice_proto::v1 as pb;
+use sluice_storage::SeqNo;
+
+const RECORDS: usize = 500;
+const RECORD_BYTES: usize = 1024;
+
+fn seqnum(c: &mut Criterion) {
+    let mut g = c.benchmark_group("seqnum");
+    let n = SequenceNumber::for_record(1_763_000_000_123, 7, SeqNo(1_234_567), 1_763_000_100_456);
+    let text = n.encode();
+    g.bench_function("encode", |b| b.iter(|| black_box(&n).encode()));
+    // The put and read paths: 500 consecutive records of one shard and second.
+    g.bench_function("encode_500_consecutive", |b| {
+        b.iter(|| {
+            let mut enc = sluice_broker::seqnum::Encoder::default();
+            (0..500u64)
+                .map(|i| {
+                    enc.encode(SequenceNumber::for_record(
+                        1_763_000_000_123,
+                        7,
+                        SeqNo(1_234_567 + i),
+                        1_763_000_100_456,
+                    ))
+                })
+                .map(|s| s.len())
+                .sum::<usize>()
+        })
+    });
+    g.bench_function("decode", |b| {
+        b.iter(|| SequenceNumber::decode(black_box(&text)))
+    });
+    g.finish();
+}
+
+fn put_records_request() -> pb::PutRecordsRequest {
+    pb::PutRecordsRequest {
+        stream_name: "bench".into(),
+        records: (0..RECORDS)
+            .map(|i| pb::PutRecordsRequestEntry {
+                data: vec![(i % 251) as u8; RECORD_BYTES].into(),
+                partition_key: format!("key-{i}"),
+                explicit_hash_key: None,
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn put_records_decode(c: &mut Criterion) {
+    let mut g = c.benchmark_group("put_records_500x1KiB");
+    g.throughput(Throughput::Bytes((RECORDS * RECORD_BYTES) as u64));
+    let encoded = bytes::Bytes::from(put_records_request().encode_to_vec());
+    g.bench_function("grpc_protobuf_decode", |b| {
+        b.iter(|| pb::PutRecordsRequest::decode(black_box(encoded.clone())))
+    });
+    let records: Vec<serde_json::Value> = (0..RECORDS)
+        .map(|i| {
+            serde_json::json!({
+                "Data": B64.encode(vec![(i % 251) as u8; RECORD_BYTES]),
+                "PartitionKey": format!("key-{i}"),
+            })
+        })
+        .collect();
+    let json = serde_json::to_vec(&serde_json::json!({"StreamName": "bench", "Records": records}))
+        .expect("json");
+    g.bench_function("kinesis_json_parse", |b| {
+        b.iter(|| sluice_kinesis::value::from_json(black_box(&json)))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, seqnum, put_records_decode);
+criterion_main!(benches);
