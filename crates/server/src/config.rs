@@ -124,6 +124,9 @@ pub struct StorageSection {
     /// Sealed segments kept memory-mapped at once, across all shards (an LRU). Default
     /// 1024; at least 1.
     pub segment_cache_capacity: usize,
+    /// Shards that may run their own `fdatasync` at once; past that, waiting shards share
+    /// one `syncfs` of the data directory's file system. Default 4; 0 = never `syncfs`.
+    pub sync_coalesce_after: usize,
 }
 
 /// `storage.sync_mode`.
@@ -234,6 +237,7 @@ impl Default for StorageSection {
             sync_interval: Millis(5),
             journal_compact_size: ByteSize(1 << 20),
             segment_cache_capacity: 1024,
+            sync_coalesce_after: 4,
         }
     }
 }
@@ -311,6 +315,7 @@ impl Config {
             streams_creating_max: limits.streams_creating_max,
             shard_count_updates_per_day_max: limits.shard_count_updates_per_day_max,
             journal_compact_bytes: storage.journal_compact_size.0,
+            sync_coalesce_after: storage.sync_coalesce_after,
             log,
         };
         Ok(BrokerConfig {

@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use sluice_storage::fs::FileSystem;
-use sluice_storage::{Log, LogConfig, SegmentCache, TimestampMs};
+use sluice_storage::{Log, LogConfig, SegmentCache, SyncScheduler, TimestampMs};
 
 use crate::catalogue::{Catalogue, Event};
 use crate::error::{Error, Result};
@@ -70,6 +70,10 @@ pub struct ManagerConfig {
     pub shard_count_updates_per_day_max: u32,
     /// Compact the journal into a snapshot once it is this long. Default 1 MiB.
     pub journal_compact_bytes: u64,
+    /// Shard logs that may run their own `fdatasync` at once; past that, waiting logs share
+    /// one `syncfs` of the data directory's file system (see
+    /// [`sluice_storage::SyncScheduler`]). 0 = always one `fdatasync` per log. Default 4.
+    pub sync_coalesce_after: usize,
     /// Template for every shard log; `record_bytes_max` is set per stream from its
     /// `MaxRecordSizeInKiB`.
     pub log: LogConfig,
@@ -82,6 +86,7 @@ pub struct ShardManager {
     streams_dir: PathBuf,
     config: ManagerConfig,
     cache: Arc<SegmentCache>,
+    syncer: Arc<SyncScheduler>,
     inner: RwLock<Inner>,
 }
 
@@ -168,6 +173,7 @@ impl Default for ManagerConfig {
             streams_creating_max: 5,
             shard_count_updates_per_day_max: 10,
             journal_compact_bytes: 1 << 20,
+            sync_coalesce_after: 4,
             log: LogConfig::default(),
         }
     }
@@ -211,6 +217,7 @@ impl ShardManager {
             );
         }
         let recovered_cut = recovered.truncated_at.clone();
+        let config_sync_coalesce_after = config.sync_coalesce_after;
         let streams_dir = data_dir.join("streams");
         fs.create_dir_all(&streams_dir)
             .map_err(|e| Error::io(&streams_dir, e))?;
@@ -219,6 +226,7 @@ impl ShardManager {
             streams_dir,
             config,
             cache,
+            syncer: SyncScheduler::new(config_sync_coalesce_after),
             inner: RwLock::new(Inner {
                 catalogue: recovered.catalogue,
                 journal: recovered.journal,
@@ -255,6 +263,12 @@ impl ShardManager {
             }
         }
         out
+    }
+
+    /// What the shared sync scheduler of this data directory has done: how many group
+    /// commits asked for a sync, and how many `fdatasync` and `syncfs` calls answered them.
+    pub fn sync_stats(&self) -> sluice_storage::SyncStats {
+        self.syncer.stats()
     }
 
     /// The configuration the manager was opened with.
@@ -1132,11 +1146,12 @@ impl ShardManager {
                     format!("the log of {} in stream {} is missing", sh.id(), s.name),
                 ));
             }
-            let log = Log::open(
+            let log = Log::open_with_syncer(
                 Arc::clone(&self.fs),
                 &dir,
                 config.clone(),
                 Arc::clone(&self.cache),
+                Arc::clone(&self.syncer),
             )?;
             match sh.closed() {
                 None if log.is_sealed() => {
@@ -1311,11 +1326,12 @@ impl ShardManager {
 
     fn open_log(&self, uid: u64, shard: ShardId, config: &LogConfig) -> Result<Arc<Log>> {
         let dir = self.shard_dir(uid, shard);
-        let log = Log::open(
+        let log = Log::open_with_syncer(
             Arc::clone(&self.fs),
             &dir,
             config.clone(),
             Arc::clone(&self.cache),
+            Arc::clone(&self.syncer),
         )?;
         Ok(Arc::new(log))
     }

@@ -39,6 +39,10 @@ pub trait FileHandle: Send + Sync + Debug {
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// Makes every write so far durable (`fdatasync`).
     fn sync_data(&self) -> io::Result<()>;
+    /// Makes every write so far to *every* file of the file system this one is on durable
+    /// (`syncfs`): one call instead of one `fdatasync` per file when many files wait. An
+    /// error may belong to any file written since this one was opened.
+    fn sync_filesystem(&self) -> io::Result<()>;
     /// Maps the file for reading with a mapping of at least `len_min` bytes (or the file
     /// length, if larger).
     fn map(&self, len_min: u64) -> io::Result<Arc<dyn Mapping>>;
@@ -111,6 +115,10 @@ impl FileHandle for RealFile {
 
     fn sync_data(&self) -> io::Result<()> {
         self.file.sync_data()
+    }
+
+    fn sync_filesystem(&self) -> io::Result<()> {
+        rustix::fs::syncfs(&self.file).map_err(io::Error::from)
     }
 
     fn map(&self, len_min: u64) -> io::Result<Arc<dyn Mapping>> {

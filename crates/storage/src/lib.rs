@@ -32,6 +32,7 @@ mod names;
 mod recovery;
 mod segment;
 pub mod sim;
+mod syncer;
 mod types;
 
 pub use cache::SegmentCache;
@@ -42,6 +43,7 @@ pub use log::{
     Appended, Log, ReadBatch, RecoveryStats, RetentionOutcome, SharedBatch, SharedRecord,
 };
 pub use sim::{CrashMode, SimFs, SimStats, SplitMix};
+pub use syncer::{SyncScheduler, SyncStats};
 pub use types::{Record, RecordIn, SeqNo, TimestampMs};
 
 use std::path::Path;

@@ -27,6 +27,7 @@ use crate::header::{FileHeader, HEADER_BYTES};
 use crate::index::{Indexer, SeqIndex, TimeIndex};
 use crate::names::{self, SegmentFile, segment_path};
 use crate::segment::{self, SealedMaps, SealedMeta};
+use crate::syncer::SyncScheduler;
 use crate::types::{Record, RecordIn, SeqNo, TimestampMs};
 
 static LOG_IDS: AtomicU64 = AtomicU64::new(1);
@@ -100,6 +101,7 @@ pub struct Log {
     pub(crate) fs: Arc<dyn FileSystem>,
     pub(crate) config: LogConfig,
     cache: Arc<SegmentCache>,
+    syncer: Arc<SyncScheduler>,
     id: u64,
     state: Mutex<State>,
     synced: Condvar,
@@ -187,11 +189,24 @@ impl Log {
     }
 
     /// Opens (recovering) or creates the log in `dir`. A new log starts at sequence 0.
+    /// Its group commits sync the active segment with their own `fdatasync`.
     pub fn open(
         fs: Arc<dyn FileSystem>,
         dir: &Path,
         config: LogConfig,
         cache: Arc<SegmentCache>,
+    ) -> Result<Log> {
+        Log::open_with_syncer(fs, dir, config, cache, SyncScheduler::new(0))
+    }
+
+    /// As [`Log::open`], with group commits that go through `syncer`, shared with the other
+    /// logs on the same disk so that many shards waiting at once share syncs.
+    pub fn open_with_syncer(
+        fs: Arc<dyn FileSystem>,
+        dir: &Path,
+        config: LogConfig,
+        cache: Arc<SegmentCache>,
+        syncer: Arc<SyncScheduler>,
     ) -> Result<Log> {
         config.validate()?;
         let state = crate::recovery::recover(&*fs, dir, &config)?;
@@ -200,6 +215,7 @@ impl Log {
             fs,
             config,
             cache,
+            syncer,
             id: LOG_IDS.fetch_add(1, Ordering::Relaxed),
             state: Mutex::new(state),
             synced: Condvar::new(),
@@ -709,7 +725,7 @@ impl Log {
         let (base, pos, next, ts) = (st.active.base, st.active.written, st.next_seq, st.last_ts);
         let file = st.active.file.clone();
         drop(st);
-        let result = file.sync_data();
+        let result = self.syncer.sync_data(&file);
         let mut st = self.lock();
         st.sync_running = false;
         st.last_sync = Instant::now();

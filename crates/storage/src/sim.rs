@@ -409,6 +409,22 @@ impl FileHandle for SimFile {
         Ok(())
     }
 
+    /// Every file's data becomes durable; directory entries do not (a real `syncfs` also
+    /// syncs them, so the simulation stays the stricter of the two).
+    fn sync_filesystem(&self) -> io::Result<()> {
+        let delay = self.fs.lock().sync_delay;
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
+        let mut s = self.fs.lock();
+        s.admit(&Op::Sync)?;
+        s.inode(self.id)?;
+        for inode in s.inodes.values_mut() {
+            inode.durable = inode.live.clone();
+        }
+        Ok(())
+    }
+
     fn map(&self, _len_min: u64) -> io::Result<Arc<dyn Mapping>> {
         let mut s = self.fs.lock();
         Ok(Arc::new(SnapshotMapping(s.inode(self.id)?.live.clone())))
