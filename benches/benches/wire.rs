@@ -54,7 +54,6 @@ fn put_records_request() -> pb::PutRecordsRequest {
                 explicit_hash_key: None,
             })
             .collect(),
-        ..Default::default()
     }
 }
 
