@@ -162,6 +162,13 @@ impl Broker {
     pub async fn shutdown(&self) -> Result<()> {
         let manager = self.manager.clone();
         blocking(move || {
+            let syncs = manager.sync_stats();
+            tracing::info!(
+                group_commits = syncs.requests,
+                fdatasync = syncs.file_syncs,
+                syncfs = syncs.filesystem_syncs,
+                "storage syncs since start"
+            );
             let mut first_error = None;
             for (_, _, log) in manager.live_logs() {
                 if let Err(e) = log.close() {

@@ -18,6 +18,13 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::shutdown::{self, StopSignals};
 
+/// HTTP/2 receive window per gRPC stream: two full PutRecords requests (5 MiB each).
+const H2_STREAM_WINDOW: u32 = 10 << 20;
+/// HTTP/2 receive window per connection, shared by its streams.
+const H2_CONNECTION_WINDOW: u32 = 64 << 20;
+/// Largest HTTP/2 frame the server accepts (the protocol's default is 16 KiB).
+const H2_FRAME_BYTES_MAX: u32 = 1 << 20;
+
 /// Runs the server until SIGINT or SIGTERM, then stops it gracefully.
 pub async fn run(config: Config, broker_config: BrokerConfig) -> anyhow::Result<()> {
     raise_open_files_limit();
@@ -49,6 +56,12 @@ pub async fn run(config: Config, broker_config: BrokerConfig) -> anyhow::Result<
         .context("cannot build the gRPC reflection service")?;
 
     let server = tonic::transport::Server::builder()
+        // A PutRecords of 500 x 1 KiB is half a MiB: with HTTP/2's default 64 KiB windows
+        // and 16 KiB frames, each such request took several WINDOW_UPDATE round trips and
+        // 32 frames. Large windows let several producers' batches stream in at once.
+        .initial_stream_window_size(Some(H2_STREAM_WINDOW))
+        .initial_connection_window_size(Some(H2_CONNECTION_WINDOW))
+        .max_frame_size(Some(H2_FRAME_BYTES_MAX))
         .add_routes(routes)
         .serve_with_incoming_shutdown(
             // Without TCP_NODELAY a small reply waits for the client's delayed ACK (up
