@@ -67,41 +67,100 @@ impl Value {
     }
 }
 
-/// Parses a JSON request body.
+/// Parses a JSON request body, straight into [`Value`]: no intermediate
+/// `serde_json::Value` and its per-object maps, which cost a PutRecords of 500 records
+/// about a thousand allocations more (allocation was a quarter of the server's time).
+/// Members keep their order; a repeated member keeps its last value.
 pub fn from_json(body: &[u8]) -> Result<Value, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Value::Map(Vec::new()));
     }
-    let v: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::serialization(format!("Malformed JSON body: {e}")))?;
-    json_value(v, 0)
+    let malformed =
+        |e: serde_json::Error| ApiError::serialization(format!("Malformed JSON body: {e}"));
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let v = serde::de::DeserializeSeed::deserialize(JsonValue { depth: 0 }, &mut de)
+        .map_err(malformed)?;
+    de.end().map_err(malformed)?;
+    Ok(v)
 }
 
-fn json_value(v: serde_json::Value, depth: usize) -> Result<Value, ApiError> {
-    if depth > DEPTH_MAX {
-        return Err(ApiError::serialization("Request nested too deeply"));
+/// Reads one JSON value `depth` levels down.
+#[derive(Clone, Copy)]
+struct JsonValue {
+    depth: usize,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for JsonValue {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        if self.depth > DEPTH_MAX {
+            return Err(serde::de::Error::custom("Request nested too deeply"));
+        }
+        d.deserialize_any(self)
     }
-    Ok(match v {
-        serde_json::Value::Null => Value::Null,
-        serde_json::Value::Bool(b) => Value::Bool(b),
-        serde_json::Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
-            (Some(i), _, _) => Value::Int(i128::from(i)),
-            (_, Some(u), _) => Value::Int(i128::from(u)),
-            (_, _, Some(f)) => Value::Float(f),
-            _ => return Err(ApiError::serialization("Unreadable number")),
-        },
-        serde_json::Value::String(s) => Value::Str(s),
-        serde_json::Value::Array(a) => Value::Array(
-            a.into_iter()
-                .map(|v| json_value(v, depth + 1))
-                .collect::<Result<_, _>>()?,
-        ),
-        serde_json::Value::Object(o) => Value::Map(
-            o.into_iter()
-                .map(|(k, v)| Ok((k, json_value(v, depth + 1)?)))
-                .collect::<Result<_, ApiError>>()?,
-        ),
-    })
+}
+
+impl<'de> serde::de::Visitor<'de> for JsonValue {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+        Ok(Value::Bool(b))
+    }
+
+    fn visit_i64<E>(self, i: i64) -> Result<Value, E> {
+        Ok(Value::Int(i128::from(i)))
+    }
+
+    fn visit_u64<E>(self, u: u64) -> Result<Value, E> {
+        Ok(Value::Int(i128::from(u)))
+    }
+
+    fn visit_f64<E>(self, f: f64) -> Result<Value, E> {
+        Ok(Value::Float(f))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+        Ok(Value::Str(s.to_owned()))
+    }
+
+    fn visit_string<E>(self, s: String) -> Result<Value, E> {
+        Ok(Value::Str(s))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let inner = JsonValue {
+            depth: self.depth + 1,
+        };
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+        while let Some(v) = seq.next_element_seed(inner)? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let inner = JsonValue {
+            depth: self.depth + 1,
+        };
+        let mut out: Vec<(String, Value)> = Vec::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let v = map.next_value_seed(inner)?;
+            match out.iter_mut().find(|(k, _)| *k == key) {
+                Some(slot) => slot.1 = v,
+                None => out.push((key, v)),
+            }
+        }
+        Ok(Value::Map(out))
+    }
 }
 
 /// Parses a CBOR request body.
@@ -164,18 +223,24 @@ pub fn to_json(v: &Value) -> Vec<u8> {
 }
 
 fn write_json(v: &Value, out: &mut String) {
+    use std::fmt::Write as _;
     match v {
         Value::Null => out.push_str("null"),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Int(i) => out.push_str(&i.to_string()),
+        // Writing into a String cannot fail.
+        Value::Int(i) => {
+            let _ = write!(out, "{i}");
+        }
         Value::Float(f) => out.push_str(&plain_decimal(*f)),
-        Value::Str(s) => out.push_str(&serde_json::Value::String(s.clone()).to_string()),
+        Value::Str(s) => write_json_str(s, out),
         Value::Bytes(b) => {
             out.push('"');
-            out.push_str(&STANDARD.encode(b));
+            STANDARD.encode_string(b, out);
             out.push('"');
         }
-        Value::Timestamp(ms) => out.push_str(&format!("{}.{:03}", ms / 1000, ms % 1000)),
+        Value::Timestamp(ms) => {
+            let _ = write!(out, "{}.{:03}", ms / 1000, ms % 1000);
+        }
         Value::Array(a) => {
             out.push('[');
             for (i, v) in a.iter().enumerate() {
@@ -192,13 +257,41 @@ fn write_json(v: &Value, out: &mut String) {
                 if i > 0 {
                     out.push(',');
                 }
-                out.push_str(&serde_json::Value::String(k.clone()).to_string());
+                write_json_str(k, out);
                 out.push(':');
                 write_json(v, out);
             }
             out.push('}');
         }
     }
+}
+
+/// A JSON string literal, escaped in place (no temporary strings: responses write one
+/// per member name and per sequence number).
+fn write_json_str(s: &str, out: &mut String) {
+    use std::fmt::Write as _;
+    out.push('"');
+    let mut plain = 0;
+    for (i, c) in s.char_indices() {
+        let escape = match c {
+            '"' => "\\\"",
+            '\\' => "\\\\",
+            '\n' => "\\n",
+            '\r' => "\\r",
+            '\t' => "\\t",
+            c if c < ' ' => "",
+            _ => continue,
+        };
+        out.push_str(&s[plain..i]);
+        if escape.is_empty() {
+            let _ = write!(out, "\\u{:04x}", c as u32);
+        } else {
+            out.push_str(escape);
+        }
+        plain = i + c.len_utf8();
+    }
+    out.push_str(&s[plain..]);
+    out.push('"');
 }
 
 /// A float in plain decimal notation (no exponent), as JSON clients expect.
@@ -410,6 +503,76 @@ fn truncate(s: &str) -> String {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn json_parses_every_kind_of_value_in_member_order() {
+        let v = from_json(
+            br#" {"b": [1, -2, 18446744073709551615, 1.5, true, null, "x\u00e9"], "a": {}} "#,
+        )
+        .unwrap();
+        assert_eq!(
+            v,
+            Value::Map(vec![
+                (
+                    "b".into(),
+                    Value::Array(vec![
+                        Value::Int(1),
+                        Value::Int(-2),
+                        Value::Int(i128::from(u64::MAX)),
+                        Value::Float(1.5),
+                        Value::Bool(true),
+                        Value::Null,
+                        Value::Str("x\u{e9}".into()),
+                    ])
+                ),
+                ("a".into(), Value::Map(Vec::new())),
+            ])
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn json_strings_are_escaped_so_they_read_back_the_same(text in any::<String>()) {
+            let mut out = String::new();
+            write_json_str(&text, &mut out);
+            let back: String = serde_json::from_str(&out).unwrap();
+            prop_assert_eq!(back, text);
+        }
+    }
+
+    #[test]
+    fn a_repeated_json_member_keeps_its_last_value() {
+        let v = from_json(br#"{"StreamName": "a", "Limit": 1, "StreamName": "b"}"#).unwrap();
+        assert_eq!(
+            v,
+            Value::Map(vec![
+                ("StreamName".into(), Value::Str("b".into())),
+                ("Limit".into(), Value::Int(1)),
+            ])
+        );
+    }
+
+    #[test]
+    fn malformed_or_too_deep_json_is_a_serialization_error() {
+        let deep = format!("{}{}", "[".repeat(DEPTH_MAX + 2), "]".repeat(DEPTH_MAX + 2));
+        let ok = format!("{}{}", "[".repeat(DEPTH_MAX + 1), "]".repeat(DEPTH_MAX + 1));
+        assert!(from_json(ok.as_bytes()).is_ok());
+        for body in [
+            deep.as_bytes(),
+            b"{\"a\": 1} x",
+            b"{\"a\": }",
+            b"{1: 2}",
+            b"\"unterminated",
+        ] {
+            let e = from_json(body).unwrap_err();
+            assert_eq!(
+                e.kind,
+                "SerializationException",
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
 
     #[test]
     fn timestamps_are_plain_decimal_seconds_in_json_and_tagged_ms_in_cbor() {
