@@ -409,12 +409,21 @@ impl<'a> Fields<'a> {
         match self.get(name) {
             None => Ok(None),
             Some(Value::Bytes(b)) => Ok(Some(b.clone())),
-            Some(Value::Str(s)) => STANDARD.decode(s).map(Some).map_err(|e| {
-                ApiError::serialization(format!(
-                    "'{}' can not be converted to a Blob: {e}",
-                    truncate(s)
-                ))
-            }),
+            // SIMD decoding: the scalar decoder was a sixth of the server's time under
+            // Kinesis PutRecords. It is as strict (padding required, no stray bits).
+            Some(Value::Str(s)) => base64_simd::STANDARD
+                .decode_to_vec(s)
+                .map(Some)
+                .map_err(|_| {
+                    let reason = STANDARD
+                        .decode(s)
+                        .err()
+                        .map_or_else(|| "invalid base64".to_owned(), |e| e.to_string());
+                    ApiError::serialization(format!(
+                        "'{}' can not be converted to a Blob: {reason}",
+                        truncate(s)
+                    ))
+                }),
             Some(_) => Err(ApiError::serialization(format!(
                 "class {name} can not be converted to a Blob"
             ))),
@@ -537,6 +546,34 @@ mod tests {
             write_json_str(&text, &mut out);
             let back: String = serde_json::from_str(&out).unwrap();
             prop_assert_eq!(back, text);
+        }
+    }
+
+    proptest! {
+        /// The SIMD decoder accepts exactly what the scalar one does, with the same bytes:
+        /// valid encodings of any data, and the same strings damaged.
+        #[test]
+        fn simd_base64_agrees_with_the_scalar_decoder(data in proptest::collection::vec(any::<u8>(), 0..200), junk in "[A-Za-z0-9+/=_ -]{0,3}", at in any::<prop::sample::Index>()) {
+            let good = STANDARD.encode(&data);
+            let mut bad = good.clone();
+            bad.insert_str(at.index(good.len() + 1), &junk);
+            for s in [good, bad] {
+                let simd = base64_simd::STANDARD.decode_to_vec(&s).ok();
+                prop_assert_eq!(simd, STANDARD.decode(&s).ok(), "{:?}", s);
+            }
+        }
+    }
+
+    #[test]
+    fn simd_base64_agrees_on_non_canonical_edges() {
+        for s in [
+            "QR==", "QQ==", "QQ=", "QQ", "Q===", "QUJD\n", "QUJD", "QUI=", "QUJ=", "", "====",
+        ] {
+            assert_eq!(
+                base64_simd::STANDARD.decode_to_vec(s).ok(),
+                STANDARD.decode(s).ok(),
+                "{s:?}"
+            );
         }
     }
 
