@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use common::{config, open_sim, state};
-use sluice_shards::{CreateStream, Error, HashKey, ShardId};
+use sluice_shards::{CreateStream, Error, HashKey, ShardId, ShardManager};
 use sluice_storage::{FileSystem, SimFs, TimestampMs};
 
 const FILE_HEADER_BYTES: usize = 16;
@@ -162,14 +162,14 @@ fn damage_to_the_snapshot_is_a_typed_error() {
     }
 }
 
-/// A journal whose last event (a split) is lost while the children already hold records:
-/// returns the disk, the journal's bytes before the split, and the children's records.
-fn split_then_put() -> (SimFs, Vec<u8>, Vec<Vec<u8>>) {
+/// A one-shard stream holding `parent_records` records, then split in two: the disk, the
+/// open manager, and the journal's bytes before the split.
+fn split_stream(parent_records: usize) -> (SimFs, ShardManager, Vec<u8>) {
     let fs = SimFs::new();
     let m = open_sim(&fs, config(), 10).unwrap();
     m.create_stream(&CreateStream::new("s", 1), TimestampMs(10))
         .unwrap();
-    for i in 0..3 {
+    for i in 0..parent_records {
         common::put(&m, "s", format!("k{i}").as_bytes(), b"in-parent", 11);
     }
     let before_split = fs.read_file(&journal()).unwrap();
@@ -184,6 +184,13 @@ fn split_then_put() -> (SimFs, Vec<u8>, Vec<Vec<u8>>) {
         fs.read_file(&journal()).unwrap().starts_with(&before_split),
         "the split was compacted into a snapshot; the test needs it in the journal"
     );
+    (fs, m, before_split)
+}
+
+/// A journal whose last event (a split) is lost while the children already hold records:
+/// returns the disk, the journal's bytes before the split, and the children's records.
+fn split_then_put() -> (SimFs, Vec<u8>, Vec<Vec<u8>>) {
+    let (fs, m, before_split) = split_stream(3);
     let mut data = Vec::new();
     let mut children = std::collections::BTreeSet::new();
     for i in 0..40 {
@@ -273,21 +280,8 @@ fn a_lost_journal_tail_sets_aside_shards_holding_records_never_deletes_them() {
 
 #[test]
 fn empty_children_of_an_unjournaled_split_are_still_removed() {
-    let (fs, before_split, _) = {
-        let fs = SimFs::new();
-        let m = open_sim(&fs, config(), 10).unwrap();
-        m.create_stream(&CreateStream::new("s", 1), TimestampMs(10))
-            .unwrap();
-        let before = fs.read_file(&journal()).unwrap();
-        m.split_shard(
-            "s",
-            ShardId::new(0).unwrap(),
-            HashKey(1 << 127),
-            TimestampMs(12),
-        )
-        .unwrap();
-        (fs, before, ())
-    };
+    let (fs, m, before_split) = split_stream(0);
+    drop(m);
     fs.overwrite_file(&journal(), &before_split).unwrap();
     let m = open_sim(&fs, config(), 20).unwrap();
     let d = m.describe_stream("s", TimestampMs(20)).unwrap();

@@ -52,10 +52,11 @@ fn concurrent_puts_over_many_shards_share_syncs_and_survive_a_power_cut() {
     let m = open_sim(&fs, config(), 10).unwrap();
     m.create_stream(&CreateStream::new("s", SHARDS), TimestampMs(10))
         .unwrap();
-    fs.set_sync_delay(std::time::Duration::from_millis(2));
-    let acked = write_everywhere(&m, 64, 20);
+    // Syncs slow enough that 64 writers always overlap more than 4 of them.
+    fs.set_sync_delay(std::time::Duration::from_millis(10));
+    let acked = write_everywhere(&m, 64, 5);
     let stats = m.sync_stats();
-    assert_eq!(acked.len(), 64 * 20);
+    assert_eq!(acked.len(), 64 * 5);
     assert!(
         stats.filesystem_syncs > 0,
         "nothing was coalesced: {stats:?}"

@@ -344,6 +344,16 @@ impl Mapping for SnapshotMapping {
     }
 }
 
+impl SimFile {
+    /// Sleeps for the disk's sync delay, outside its lock.
+    fn wait_sync_delay(&self) {
+        let delay = self.fs.lock().sync_delay;
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
+    }
+}
+
 impl FileHandle for SimFile {
     fn len(&self) -> io::Result<u64> {
         let mut s = self.fs.lock();
@@ -398,10 +408,7 @@ impl FileHandle for SimFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        let delay = self.fs.lock().sync_delay;
-        if !delay.is_zero() {
-            std::thread::sleep(delay);
-        }
+        self.wait_sync_delay();
         let mut s = self.fs.lock();
         s.admit(&Op::Sync)?;
         let inode = s.inode(self.id)?;
@@ -412,10 +419,7 @@ impl FileHandle for SimFile {
     /// Every file's data becomes durable; directory entries do not (a real `syncfs` also
     /// syncs them, so the simulation stays the stricter of the two).
     fn sync_filesystem(&self) -> io::Result<()> {
-        let delay = self.fs.lock().sync_delay;
-        if !delay.is_zero() {
-            std::thread::sleep(delay);
-        }
+        self.wait_sync_delay();
         let mut s = self.fs.lock();
         s.admit(&Op::Sync)?;
         s.inode(self.id)?;

@@ -158,23 +158,45 @@ mod tests {
         );
     }
 
+    /// Runs `sync_data` for every file on its own thread: the first `direct` files start
+    /// alone and take every direct slot (each sync takes 200 ms); the rest start while
+    /// those are still running, so they must queue. Returns each request's outcome.
+    fn sync_all(s: &SyncScheduler, files: &[Arc<dyn FileHandle>], direct: usize) -> Vec<bool> {
+        std::thread::scope(|scope| {
+            let mut handles = Vec::new();
+            for (i, f) in files.iter().enumerate() {
+                if i == direct {
+                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                    while s.stats().file_syncs < direct as u64 {
+                        assert!(
+                            std::time::Instant::now() < deadline,
+                            "direct syncs never started"
+                        );
+                        std::thread::yield_now();
+                    }
+                }
+                handles.push(scope.spawn(move || s.sync_data(f).is_ok()));
+            }
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    }
+
     #[test]
     fn many_waiters_share_filesystem_syncs_and_all_become_durable() {
         let fs = SimFs::new();
-        fs.set_sync_delay(std::time::Duration::from_millis(5));
+        fs.set_sync_delay(std::time::Duration::from_millis(200));
         let s = SyncScheduler::new(2);
         let all = files(&fs, 64);
-        std::thread::scope(|scope| {
-            for f in &all {
-                let s = &s;
-                scope.spawn(move || s.sync_data(f).unwrap());
-            }
-        });
+        let oks = sync_all(&s, &all, 2);
+        assert!(oks.iter().all(|ok| *ok));
         let stats = s.stats();
         assert_eq!(stats.requests, 64);
+        assert_eq!(stats.file_syncs, 2, "{stats:?}");
+        // 62 queued requests, each answered by a syncfs that started after it: one to
+        // three rounds of 200 ms, however the threads were scheduled.
         assert!(
-            stats.file_syncs + stats.filesystem_syncs < 32,
-            "64 waiting files cost {stats:?}"
+            (1..=8).contains(&stats.filesystem_syncs),
+            "62 queued files cost {stats:?}"
         );
         fs.crash(crate::sim::CrashMode::DropUnsynced);
         for i in 0..64 {
@@ -188,21 +210,14 @@ mod tests {
     #[test]
     fn no_request_a_failed_sync_answered_is_told_it_is_durable() {
         let fs = SimFs::new();
-        fs.set_sync_delay(std::time::Duration::from_millis(5));
+        fs.set_sync_delay(std::time::Duration::from_millis(200));
         let s = SyncScheduler::new(1);
         let all = files(&fs, 16);
-        // The third sync fails, whichever kind it is and however many it answers.
-        fs.fail_nth_sync(2, io::ErrorKind::Other);
-        let oks: Vec<bool> = std::thread::scope(|scope| {
-            let handles: Vec<_> = all
-                .iter()
-                .map(|f| {
-                    let s = &s;
-                    scope.spawn(move || s.sync_data(f).is_ok())
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
-        });
+        // The direct sync lands first (it started first); the next, the first syncfs,
+        // fails, with every request it answered.
+        fs.fail_nth_sync(1, io::ErrorKind::Other);
+        let oks = sync_all(&s, &all, 1);
+        assert!(oks[0], "the direct sync was not the one set to fail");
         assert!(oks.iter().any(|ok| !ok), "the failed sync answered nobody");
         assert!(s.lock().failed.is_empty(), "answers left behind");
         fs.crash(crate::sim::CrashMode::DropUnsynced);
