@@ -6,6 +6,7 @@
 //! faults, so every call into them runs on the blocking thread pool (`spawn_blocking`),
 //! never on the async runtime's threads.
 
+use crate::durable::SyncDriver;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -35,6 +36,8 @@ pub struct Broker {
     pub(crate) key: IteratorKey,
     /// Woken after every append to a shard, keyed by (stream uid, shard index).
     notifiers: Mutex<HashMap<(u64, u64), Arc<Notify>>>,
+    /// Per shard log: the task leading its syncs for waiting puts (see `durable`).
+    sync_drivers: Mutex<HashMap<(u64, u64), Arc<SyncDriver>>>,
     /// Creation times of shards (they never change), keyed by (stream uid, shard index).
     created: Mutex<HashMap<(u64, u64), u64>>,
     /// What the data paths need to know of a stream, per stream uid.
@@ -144,6 +147,7 @@ impl Broker {
             manager: Arc::new(manager),
             key,
             notifiers: Mutex::new(HashMap::new()),
+            sync_drivers: Mutex::new(HashMap::new()),
             created: Mutex::new(HashMap::new()),
             facts: Mutex::new(HashMap::new()),
             usage: Mutex::new(HashMap::new()),
@@ -453,6 +457,14 @@ impl Broker {
     }
 
     /// The notifier woken after appends to a shard.
+    /// The sync driver of a shard's log.
+    pub(crate) fn sync_driver(&self, uid: u64, shard: u64) -> Arc<SyncDriver> {
+        lock(&self.sync_drivers)
+            .entry((uid, shard))
+            .or_default()
+            .clone()
+    }
+
     pub(crate) fn notifier(&self, uid: u64, shard: u64) -> Arc<Notify> {
         lock(&self.notifiers)
             .entry((uid, shard))

@@ -16,6 +16,7 @@
 mod broker;
 mod config;
 mod consumers;
+mod durable;
 mod error;
 pub mod iterator;
 mod limits;

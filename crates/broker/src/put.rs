@@ -100,83 +100,104 @@ impl Broker {
         for attempt in 0..ROUTE_ATTEMPTS {
             let this = self.clone();
             let name = stream.to_owned();
-            // When the whole request lands on one shard (every PutRecord, and batches
-            // whose keys share a shard) its append runs in the blocking call that routed
-            // it: one hop to the blocking pool on the latency path instead of two.
-            let (groups, inline) = blocking(move || {
-                let mut groups = this.route_all(&name, pending)?;
-                let inline = match groups.as_slice() {
-                    [g] if !g.log.is_sealed() && this.admit(g) => groups.pop().map(|g| {
-                        let outcome = append_group(&g, now);
-                        (g, outcome)
-                    }),
-                    _ => None,
-                };
-                Ok((groups, inline))
+            let reroute_allowed = attempt + 1 < ROUTE_ATTEMPTS;
+            // One hop to the blocking pool routes the request and writes each shard's
+            // group (into the page cache). Waiting for the syncs happens below, as futures.
+            let step = blocking(move || {
+                let groups = this.route_all(&name, pending)?;
+                // A reshard that lands while this request is being routed sends its
+                // earlier records to the closing parent and its later ones to a child;
+                // writing the child's group first would put them out of request order. A
+                // parent is sealed before the route table changes, so a sealed log here
+                // means routing saw two tables: route everything again (nothing is
+                // written yet).
+                if reroute_allowed && groups.iter().any(|g| g.log.is_sealed()) {
+                    return Ok(Step::Reroute(groups));
+                }
+                Ok(Step::Written(
+                    groups
+                        .into_iter()
+                        .map(|g| {
+                            let outcome = this.admit(&g).then(|| write_group(&g, now));
+                            (g, outcome)
+                        })
+                        .collect(),
+                ))
             })
             .await?;
-            // A reshard that lands while this request is being routed sends its earlier
-            // records to the closing parent and its later ones to a child; appending the
-            // child's group first would put them out of request order. A parent is sealed
-            // before the route table changes, so a sealed log here means routing saw two
-            // tables: route everything again (nothing is appended yet).
-            if attempt + 1 < ROUTE_ATTEMPTS && groups.iter().any(|g| g.log.is_sealed()) {
-                pending = groups.into_iter().flat_map(|g| g.records).collect();
-                pending.sort_by_key(|p| p.index);
-                tokio::task::yield_now().await;
-                continue;
-            }
-            pending = Vec::new();
-            let mut tasks = Vec::with_capacity(groups.len());
-            for g in groups {
-                if !self.admit(&g) {
-                    let message = format!(
-                        "Rate exceeded for shard {} in stream {stream} under account {}.",
-                        g.shard, self.config.manager.account
-                    );
-                    for p in &g.records {
-                        results[p.index] =
-                            Some(failed("ProvisionedThroughputExceededException", &message));
-                    }
+            let written = match step {
+                Step::Reroute(groups) => {
+                    pending = groups.into_iter().flat_map(|g| g.records).collect();
+                    pending.sort_by_key(|p| p.index);
+                    tokio::task::yield_now().await;
                     continue;
                 }
-                tasks.push(tokio::task::spawn_blocking(move || {
-                    let outcome = append_group(&g, now);
-                    (g, outcome)
-                }));
+                Step::Written(written) => written,
+            };
+            pending = Vec::new();
+            // Start every shard's sync before waiting for any: they run side by side.
+            for (g, outcome) in &written {
+                if let Some(Ok(sluice_storage::Written {
+                    durable_at: Some(target),
+                    ..
+                })) = outcome
+                {
+                    self.sync_driver(g.uid, g.shard.index())
+                        .start(&g.log, *target);
+                }
             }
-            let mut outcomes = Vec::with_capacity(tasks.len() + 1);
-            outcomes.extend(inline);
-            for task in tasks {
-                outcomes.push(task.await?);
-            }
-            for (g, outcome) in outcomes {
-                match outcome {
-                    Ok(a) => {
-                        let shard_id = g.shard.to_string();
-                        let mut numbers = seqnum::Encoder::default();
-                        for (i, p) in g.records.iter().enumerate() {
-                            let seq = sluice_storage::SeqNo(a.first.0 + i as u64);
-                            results[p.index] = Some(PutRecordsEntry::Ok(PutRecordOutput {
-                                shard_id: shard_id.clone(),
-                                sequence_number: numbers.encode(SequenceNumber::for_record(
-                                    g.created_ms,
-                                    g.shard.index() as u32,
-                                    seq,
-                                    a.timestamp.0,
-                                )),
-                            }));
+            for (g, outcome) in written {
+                let written = match outcome {
+                    None => {
+                        let message = format!(
+                            "Rate exceeded for shard {} in stream {stream} under account {}.",
+                            g.shard, self.config.manager.account
+                        );
+                        for p in &g.records {
+                            results[p.index] =
+                                Some(failed("ProvisionedThroughputExceededException", &message));
                         }
-                        self.notifier(g.uid, g.shard.index()).notify_waiters();
+                        continue;
                     }
-                    Err(sluice_storage::Error::Sealed { .. }) => pending.extend(g.records),
-                    Err(e) => {
+                    Some(Err(sluice_storage::Error::Sealed { .. })) => {
+                        pending.extend(g.records);
+                        continue;
+                    }
+                    Some(Err(e)) => {
                         tracing::error!(stream, shard = %g.shard, error = %e, "append failed");
                         for p in &g.records {
                             results[p.index] = Some(failed("InternalFailure", &e.to_string()));
                         }
+                        continue;
+                    }
+                    Some(Ok(written)) => written,
+                };
+                if let Some(target) = written.durable_at {
+                    let driver = self.sync_driver(g.uid, g.shard.index());
+                    if let Err(e) = driver.wait(&g.log, target).await {
+                        tracing::error!(stream, shard = %g.shard, error = %e, "sync failed");
+                        for p in &g.records {
+                            results[p.index] = Some(failed("InternalFailure", &e));
+                        }
+                        continue;
                     }
                 }
+                let a = written.appended;
+                let shard_id = g.shard.to_string();
+                let mut numbers = seqnum::Encoder::default();
+                for (i, p) in g.records.iter().enumerate() {
+                    let seq = sluice_storage::SeqNo(a.first.0 + i as u64);
+                    results[p.index] = Some(PutRecordsEntry::Ok(PutRecordOutput {
+                        shard_id: shard_id.clone(),
+                        sequence_number: numbers.encode(SequenceNumber::for_record(
+                            g.created_ms,
+                            g.shard.index() as u32,
+                            seq,
+                            a.timestamp.0,
+                        )),
+                    }));
+                }
+                self.notifier(g.uid, g.shard.index()).notify_waiters();
             }
             if pending.is_empty() {
                 break;
@@ -255,11 +276,24 @@ impl Broker {
     }
 }
 
-/// Appends a group's records as one batch (one group commit). Blocking.
-fn append_group(
+/// What the blocking hop of a put did.
+enum Step {
+    /// Routing saw a sealed parent: route these again.
+    Reroute(Vec<Group>),
+    /// Each group, and its write: `None` when the shard's write limit refused it.
+    Written(
+        Vec<(
+            Group,
+            Option<std::result::Result<sluice_storage::Written, sluice_storage::Error>>,
+        )>,
+    ),
+}
+
+/// Writes a group's records as one batch, without waiting for the sync. Blocking.
+fn write_group(
     g: &Group,
     now: sluice_storage::TimestampMs,
-) -> std::result::Result<sluice_storage::Appended, sluice_storage::Error> {
+) -> std::result::Result<sluice_storage::Written, sluice_storage::Error> {
     let ins: Vec<RecordIn<'_>> = g
         .records
         .iter()
@@ -269,7 +303,7 @@ fn append_group(
             data: &p.data,
         })
         .collect();
-    g.log.append(&ins, now)
+    g.log.append_nowait(&ins, now)
 }
 
 fn failed(code: &str, message: &str) -> PutRecordsEntry {

@@ -40,7 +40,7 @@ pub use config::{LogConfig, SyncMode};
 pub use error::{Error, Result};
 pub use fs::{FileHandle, FileSystem, Mapping, RealFs};
 pub use log::{
-    Appended, Log, ReadBatch, RecoveryStats, RetentionOutcome, SharedBatch, SharedRecord,
+    Appended, Log, ReadBatch, RecoveryStats, RetentionOutcome, SharedBatch, SharedRecord, Written,
 };
 pub use sim::{CrashMode, SimFs, SimStats, SplitMix};
 pub use syncer::{SyncScheduler, SyncStats};

@@ -44,6 +44,16 @@ pub struct Appended {
     pub timestamp: TimestampMs,
 }
 
+/// What [`Log::append_nowait`] wrote, and what it still waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// The records written.
+    pub appended: Appended,
+    /// The batch is durable once the log's durable point reaches this sequence; `None`
+    /// when nothing is waited for ([`SyncMode::Interval`]).
+    pub durable_at: Option<SeqNo>,
+}
+
 /// Records read from a log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadBatch {
@@ -255,6 +265,19 @@ impl Log {
     /// On error, no record of the batch is acknowledged; some of them may still become
     /// readable (complete, never partial), as with any at-least-once producer retry.
     pub fn append(&self, records: &[RecordIn<'_>], now: TimestampMs) -> Result<Appended> {
+        let written = self.append_nowait(records, now)?;
+        if let Some(target) = written.durable_at {
+            self.wait_durable_until(target)?;
+        }
+        Ok(written.appended)
+    }
+
+    /// Writes a batch as [`Log::append`] does, without waiting for it to be durable: the
+    /// batch is acknowledged only once [`Log::wait_durable_until`] returns `Ok` for
+    /// [`Written::durable_at`] (or at once when that is `None`, in
+    /// [`SyncMode::Interval`]). Lets a caller wait for many logs at once, or without
+    /// holding a thread, while one thread per log leads the syncs.
+    pub fn append_nowait(&self, records: &[RecordIn<'_>], now: TimestampMs) -> Result<Written> {
         self.check_records(records)?;
         let mut st = self.lock();
         self.check_writable(&st)?;
@@ -271,20 +294,33 @@ impl Log {
             last: SeqNo(st.next_seq.0 - 1),
             timestamp: ts,
         };
-        match self.config.sync {
-            SyncMode::Always => {
-                let target = st.next_seq;
-                self.wait_durable(st, target)?;
-            }
+        let durable_at = match self.config.sync {
+            SyncMode::Always => Some(st.next_seq),
             SyncMode::Interval { interval_ms } => {
                 st.active.visible = st.active.written;
                 let due = st.last_sync.elapsed().as_millis() >= u128::from(interval_ms);
                 if due && !st.sync_running {
                     drop(self.lead_sync(st));
                 }
+                None
             }
-        }
-        Ok(appended)
+        };
+        Ok(Written {
+            appended,
+            durable_at,
+        })
+    }
+
+    /// Returns once every record before `target` is durable, leading a sync if none is
+    /// running (group commit); `Err` if the log is poisoned first.
+    pub fn wait_durable_until(&self, target: SeqNo) -> Result<()> {
+        let st = self.lock();
+        self.wait_durable(st, target)
+    }
+
+    /// The sequence below which every record is durable.
+    pub fn durable_next(&self) -> SeqNo {
+        self.lock().durable_next
     }
 
     /// In [`SyncMode::Interval`], syncs if the interval has passed and something is
