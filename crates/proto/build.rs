@@ -23,6 +23,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // become `BTreeMap`, which the broker takes as they are.
         .bytes(".sluice.v1")
         .btree_map(".sluice.v1")
+        // prost's codec, reserving each message's length before encoding it.
+        .codec_path("crate::codec::SluiceCodec")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -377,7 +377,11 @@ impl Broker {
                         r.timestamp.0,
                     )),
                     approximate_arrival_timestamp: r.timestamp,
-                    partition_key: String::from_utf8_lossy(&r.partition_key).into_owned(),
+                    // Keys were text when written; the fast check is the usual path.
+                    partition_key: std::str::from_utf8(&r.partition_key).map_or_else(
+                        |_| String::from_utf8_lossy(&r.partition_key).into_owned(),
+                        str::to_owned,
+                    ),
                     data: r.data,
                 }
             })

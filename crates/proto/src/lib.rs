@@ -7,6 +7,8 @@
 
 #![warn(missing_docs)]
 
+pub mod codec;
+
 /// The `sluice.v1` package: messages, client and server.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod v1 {

@@ -1,0 +1,80 @@
+//! The codec of the generated client and server: prost's, except that an encoder
+//! reserves a message's whole encoded length before writing it.
+//!
+//! tonic's encode buffer starts at 8 KiB and prost writes into it field by field, so a
+//! 10 MiB GetRecords reply grew it by doubling: a dozen reallocations that copied the
+//! data about once more (perf: `memmove` and `BytesMut::put_slice` were a quarter of the
+//! server's time during catch-up reads). One `reserve` of `encoded_len` makes it one copy.
+
+use std::marker::PhantomData;
+
+use prost::Message;
+use tonic::Status;
+use tonic::codec::{BufferSettings, Codec, EncodeBuf, Encoder};
+use tonic_prost::{ProstCodec, ProstDecoder};
+
+/// [`ProstCodec`] with encoders that reserve before they write.
+#[derive(Debug, Clone, Copy)]
+pub struct SluiceCodec<T, U>(PhantomData<(T, U)>);
+
+impl<T, U> Default for SluiceCodec<T, U> {
+    fn default() -> Self {
+        SluiceCodec(PhantomData)
+    }
+}
+
+impl<T, U> Codec for SluiceCodec<T, U>
+where
+    T: Message + Send + 'static,
+    U: Message + Default + Send + 'static,
+{
+    type Encode = T;
+    type Decode = U;
+    type Encoder = ReservingEncoder<T>;
+    type Decoder = ProstDecoder<U>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ReservingEncoder(PhantomData)
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        ProstCodec::<T, U>::raw_decoder(BufferSettings::default())
+    }
+}
+
+/// Encodes a prost message after reserving room for all of it.
+#[derive(Debug, Clone, Copy)]
+pub struct ReservingEncoder<T>(PhantomData<T>);
+
+impl<T: Message> Encoder for ReservingEncoder<T> {
+    type Item = T;
+    type Error = Status;
+
+    fn encode(&mut self, item: T, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        buf.reserve(item.encoded_len());
+        item.encode(buf)
+            .map_err(|e| Status::internal(format!("cannot encode the message: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::v1 as pb;
+
+    #[test]
+    fn messages_round_trip_through_the_generated_types() {
+        // The codec only changes buffer sizing; the bytes are prost's.
+        let m = pb::GetRecordsResponse {
+            records: vec![pb::Record {
+                data: vec![7u8; 100_000].into(),
+                partition_key: "k".into(),
+                sequence_number: "1".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let bytes = m.encode_to_vec();
+        assert_eq!(pb::GetRecordsResponse::decode(&bytes[..]).unwrap(), m);
+    }
+}
