@@ -26,7 +26,7 @@ pub fn frame_decode(data: &[u8]) {
         let mut fixed = data.to_vec();
         let len = u32::from_le_bytes([fixed[0], fixed[1], fixed[2], fixed[3]]) as usize;
         let end = (8 + len).min(fixed.len());
-        let crc = crc32c(&fixed[8..end]);
+        let crc = crc32c::crc32c(&fixed[8..end]);
         fixed[4..8].copy_from_slice(&crc.to_le_bytes());
         check_frame(&fixed);
     }
@@ -49,22 +49,6 @@ fn check_frame(data: &[u8]) {
         &data[..f.frame_len],
         "an accepted frame re-encodes to itself"
     );
-}
-
-/// CRC32C (Castagnoli), bitwise: the fuzz crate stays free of extra dependencies.
-fn crc32c(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for b in bytes {
-        crc ^= u32::from(*b);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0x82F6_3B78
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }
 
 /// The metadata journal and snapshot decoders, through their only public entry:

@@ -22,18 +22,6 @@ fn seeds(target: &str, builtin: &[Vec<u8>]) -> Vec<Vec<u8>> {
     out
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
-
 fn replay(target: &str, body: Target, builtin: &[Vec<u8>]) {
     let seed: u64 = std::env::var("SLUICE_SEED")
         .ok()
@@ -60,16 +48,16 @@ fn replay(target: &str, body: Target, builtin: &[Vec<u8>]) {
             runs += 2;
         }
     }
-    let mut rng = Rng(seed);
+    let mut rng = sluice_storage::SplitMix(seed);
     for _ in 0..iterations {
-        let a = &corpus[(rng.next() % corpus.len() as u64) as usize];
-        let b = &corpus[(rng.next() % corpus.len() as u64) as usize];
-        let mut input: Vec<u8> = a[..(rng.next() as usize) % (a.len() + 1)].to_vec();
-        input.extend_from_slice(&b[(rng.next() as usize) % (b.len() + 1)..]);
-        for _ in 0..rng.next() % 4 {
+        let a = &corpus[(rng.next_u64() % corpus.len() as u64) as usize];
+        let b = &corpus[(rng.next_u64() % corpus.len() as u64) as usize];
+        let mut input: Vec<u8> = a[..(rng.next_u64() as usize) % (a.len() + 1)].to_vec();
+        input.extend_from_slice(&b[(rng.next_u64() as usize) % (b.len() + 1)..]);
+        for _ in 0..rng.next_u64() % 4 {
             if !input.is_empty() {
-                let i = (rng.next() as usize) % input.len();
-                input[i] = rng.next() as u8;
+                let i = (rng.next_u64() as usize) % input.len();
+                input[i] = rng.next_u64() as u8;
             }
         }
         body(&input);

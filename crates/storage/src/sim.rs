@@ -324,9 +324,14 @@ impl SplitMix {
         z ^ (z >> 31)
     }
 
-    /// A value in `0..n` (`n` > 0).
+    /// A value in `0..n` (0 when `n` is 0).
     pub fn below(&mut self, n: u64) -> u64 {
         self.next_u64() % n.max(1)
+    }
+
+    /// True with probability `num / den`.
+    pub fn chance(&mut self, num: u64, den: u64) -> bool {
+        self.below(den) < num
     }
 }
 

@@ -205,7 +205,6 @@ async fn run_workload(
             model: std::mem::take(model),
             violations: Vec::new(),
             cycle,
-            acked_now: 0,
             reshards_now: 0,
             put_errors: 0,
         })),
@@ -260,12 +259,7 @@ async fn create_stream(client: &mut server::Client, model: &mut Model) -> Result
     let shards = workload::list_shards(client)
         .await
         .map_err(|e| format!("ListShards: {e}"))?;
-    model.shards_min = shards.len();
-    for shard in &shards {
-        model
-            .shards
-            .insert(shard.shard_id.clone(), workload::facts(shard));
-    }
+    workload::record_shards(model, &shards, shards.len());
     Ok(())
 }
 

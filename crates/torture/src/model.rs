@@ -12,30 +12,8 @@ use std::collections::{BTreeMap, HashMap};
 /// which a producer sends is the order per key.
 pub const KEYS_PER_PRODUCER: u64 = 4;
 
-/// A small deterministic generator (SplitMix64): the run needs no `rand`.
-#[derive(Debug, Clone)]
-pub struct Rng(pub u64);
-
-impl Rng {
-    /// The next pseudo-random value.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A value in `0..n` (0 when `n` is 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64().checked_rem(n).unwrap_or(0)
-    }
-
-    /// True with probability `num / den`.
-    pub fn chance(&mut self, num: u64, den: u64) -> bool {
-        self.below(den) < num
-    }
-}
+/// The run's deterministic generator (SplitMix64), the one the simulated disk uses.
+pub use sluice_storage::SplitMix as Rng;
 
 /// The identity of one record a producer sent: the producer and its counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -17,7 +17,7 @@ use sluice_proto::v1 as pb;
 
 use crate::model::{Model, Placement, RecordId, Violation, check_bytes, seq_cmp};
 use crate::server::Client;
-use crate::workload::{STREAM, ending, facts, list_shards, range};
+use crate::workload::{STREAM, ending, facts, list_shards, parents, range};
 
 /// GetRecords calls per shard at most (a bound; a shard holds far fewer pages).
 const PAGES_MAX: usize = 100_000;
@@ -48,7 +48,7 @@ pub async fn check(client: &mut Client, model: &mut Model) -> Result<Report, Str
     check_lineage(&shards, model, &mut report.violations);
     let mut children: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for shard in &shards {
-        for parent in facts(shard).parents {
+        for parent in parents(shard) {
             children
                 .entry(parent)
                 .or_default()
@@ -61,7 +61,7 @@ pub async fn check(client: &mut Client, model: &mut Model) -> Result<Report, Str
         let ready: Vec<&pb::Shard> = shards
             .iter()
             .filter(|s| !done.contains(&s.shard_id))
-            .filter(|s| facts(s).parents.iter().all(|p| done.contains(p)))
+            .filter(|s| parents(s).iter().all(|p| done.contains(p)))
             .collect();
         if ready.is_empty() {
             report.violations.push("lineage has a cycle".into());

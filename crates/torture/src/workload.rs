@@ -35,8 +35,6 @@ pub struct Outcome {
     pub violations: Vec<Violation>,
     /// The cycle number, for violations.
     pub cycle: u64,
-    /// Acknowledged puts this cycle.
-    pub acked_now: u64,
     /// Acknowledged reshards this cycle.
     pub reshards_now: u64,
     /// Puts (or PutRecords entries) refused while the server ran.
@@ -123,15 +121,23 @@ fn next_ids(shared: &Shared, producer: u32, count: u64) -> Vec<RecordId> {
 }
 
 fn ack(shared: &Shared, id: RecordId, shard_id: String, sequence_number: String) {
-    let mut o = shared.lock();
-    o.acked_now += 1;
-    o.model.acked.insert(
+    shared.lock().model.acked.insert(
         id,
         Placement {
             shard_id,
             sequence_number,
         },
     );
+}
+
+/// Counts a put (or PutRecords entry) the live server refused; says why when
+/// `SLUICE_TORTURE_VERBOSE` is set (read once per run).
+fn put_failed(shared: &Shared, why: std::fmt::Arguments<'_>) {
+    static VERBOSE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    shared.lock().put_errors += 1;
+    if *VERBOSE.get_or_init(|| std::env::var_os("SLUICE_TORTURE_VERBOSE").is_some()) {
+        eprintln!("{why}");
+    }
 }
 
 /// One producer: PutRecord or PutRecords, one call at a time, so its keys stay in order.
@@ -169,29 +175,23 @@ async fn produce(mut client: Client, shared: Shared, mut rng: Rng, producer: u32
                 for (id, entry) in ids.iter().zip(reply.into_inner().records) {
                     match entry.error_code {
                         None => ack(&shared, *id, entry.shard_id, entry.sequence_number),
-                        Some(code) => {
-                            let mut o = shared.lock();
-                            o.put_errors += 1;
-                            if std::env::var_os("SLUICE_TORTURE_VERBOSE").is_some() {
-                                eprintln!(
-                                    "producer {producer}: {id:?} failed: {code} {:?}",
-                                    entry.error_message
-                                );
-                            }
-                        }
+                        Some(code) => put_failed(
+                            &shared,
+                            format_args!(
+                                "producer {producer}: {id:?} failed: {code} {:?}",
+                                entry.error_message
+                            ),
+                        ),
                     }
                 }
             })
         };
         match result {
             Err(_) if shared.stopped() => return,
-            Err(status) => {
-                let mut o = shared.lock();
-                o.put_errors += 1;
-                if std::env::var_os("SLUICE_TORTURE_VERBOSE").is_some() {
-                    eprintln!("producer {producer}: put failed: {status}");
-                }
-            }
+            Err(status) => put_failed(
+                &shared,
+                format_args!("producer {producer}: put failed: {status}"),
+            ),
             Ok(()) => {}
         }
     }
@@ -352,7 +352,7 @@ async fn reshard(mut client: Client, shared: Shared, mut rng: Rng) {
             Ok(()) => {
                 shared.lock().reshards_now += 1;
                 if let Ok(after) = list_shards(&mut client).await {
-                    record_shards(&shared, &after, before.len() + added);
+                    record_shards(&mut shared.lock().model, &after, before.len() + added);
                 }
             }
             Err(_) if shared.stopped() => return,
@@ -386,12 +386,20 @@ async fn retention(client: &mut Client, rng: &mut Rng) -> Result<(), tonic::Stat
 }
 
 /// Stores a listing the server gave after an acknowledged change as fact.
-pub fn record_shards(shared: &Shared, shards: &[pb::Shard], count_min: usize) {
-    let mut o = shared.lock();
-    o.model.shards_min = o.model.shards_min.max(count_min);
+pub fn record_shards(model: &mut Model, shards: &[pb::Shard], count_min: usize) {
+    model.shards_min = model.shards_min.max(count_min);
     for shard in shards {
-        o.model.shards.insert(shard.shard_id.clone(), facts(shard));
+        model.shards.insert(shard.shard_id.clone(), facts(shard));
     }
+}
+
+/// A shard's parent and adjacent parent, as listed.
+pub fn parents(shard: &pb::Shard) -> Vec<String> {
+    [&shard.parent_shard_id, &shard.adjacent_parent_shard_id]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect()
 }
 
 /// What a listing says about one shard.
@@ -402,11 +410,7 @@ pub fn facts(shard: &pb::Shard) -> ShardFacts {
         .map(|r| (r.starting_hash_key.clone(), r.ending_hash_key.clone()))
         .unwrap_or_default();
     ShardFacts {
-        parents: [&shard.parent_shard_id, &shard.adjacent_parent_shard_id]
-            .into_iter()
-            .flatten()
-            .cloned()
-            .collect(),
+        parents: parents(shard),
         hash_range,
         starting_sequence_number: shard
             .sequence_number_range
