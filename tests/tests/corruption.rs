@@ -225,14 +225,6 @@ fn start(dir: &Path) -> Start {
     }
 }
 
-fn run<T, F: std::future::Future<Output = T>>(body: F) -> T {
-    let mut out = None;
-    support::run_async(async {
-        out = Some(body.await);
-    });
-    out.unwrap()
-}
-
 /// Reads every shard from its start; a read that fails is reported, not fatal.
 async fn read_everything(client: &mut Client) -> (Vec<(String, pb::Record)>, Vec<String>) {
     let mut records = Vec::new();
@@ -351,7 +343,7 @@ fn damaged_data_directories_never_panic_or_return_damaged_records() {
                 eprintln!("{ctx}: refused to start (exit {code:?})");
             }
             Start::Up(server) => {
-                let (records, errors) = run(async {
+                let (records, errors) = support::run_async(async {
                     let mut client = server.client().await;
                     read_everything(&mut client).await
                 });

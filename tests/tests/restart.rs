@@ -29,7 +29,7 @@ struct StreamState {
 fn sigterm_exits_0_and_a_restart_keeps_streams_shards_lineage_and_records() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
-    let before = run(async {
+    let before = support::run_async(async {
         let mut client = server.client().await;
         support::create_active(&mut client, "a", 1).await;
         support::create_active(&mut client, "b", 3).await;
@@ -82,7 +82,7 @@ fn sigterm_exits_0_and_a_restart_keeps_streams_shards_lineage_and_records() {
     );
 
     let server = Server::start(dir.path());
-    run(async {
+    support::run_async(async {
         let mut client = server.client().await;
         let after = snapshot(&mut client).await;
         assert_eq!(after, before);
@@ -109,7 +109,7 @@ fn sigkill_under_load_then_restart_keeps_every_acknowledged_record() {
     let mut next_n: BTreeMap<String, u64> = BTreeMap::new();
     for cycle in 0..CYCLES {
         let server = Server::start(dir.path());
-        let results = run(async {
+        let results = support::run_async(async {
             let mut client = server.client().await;
             if cycle == 0 {
                 support::create_active(&mut client, "k", 2).await;
@@ -149,7 +149,7 @@ fn sigkill_under_load_then_restart_keeps_every_acknowledged_record() {
         }
     }
     let server = Server::start(dir.path());
-    run(async {
+    support::run_async(async {
         let mut client = server.client().await;
         check_acked(&mut client, &acked).await;
     });
@@ -241,12 +241,4 @@ async fn snapshot(client: &mut Client) -> Vec<StreamState> {
         });
     }
     states
-}
-
-fn run<T, F: std::future::Future<Output = T>>(body: F) -> T {
-    let mut out = None;
-    support::run_async(async {
-        out = Some(body.await);
-    });
-    out.unwrap()
 }

@@ -88,11 +88,13 @@ fn acknowledged_puts_survive_a_power_cut_at_any_moment() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(24);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
     let mut rng = SplitMix(0x9E37);
     let mut acked_total = 0;
     for scenario in 0..scenarios {
@@ -104,7 +106,8 @@ fn acknowledged_puts_survive_a_power_cut_at_any_moment() {
         let fs = SimFs::new();
         let broker = open(&config, &fs);
         let acked: Acked = Arc::default();
-        runtime.block_on(async {
+        let writing = runtime();
+        writing.block_on(async {
             broker
                 .create_stream(CreateStream::new("s", SHARDS))
                 .await
@@ -122,12 +125,12 @@ fn acknowledged_puts_survive_a_power_cut_at_any_moment() {
             }
         });
         drop(broker);
-        // Sync drivers still running on the blocking pool fail fast on the dead disk;
-        // let them finish before the power comes back.
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        // Sync drivers still on the blocking pool fail fast on the dead disk; shutting
+        // the runtime down waits for them, so none touches the disk once power is back.
+        writing.shutdown_timeout(std::time::Duration::from_secs(30));
         fs.crash(CrashMode::TornTail { seed: scenario });
         let broker = open(&config, &fs);
-        let found = runtime.block_on(read_all(&broker));
+        let found = runtime().block_on(read_all(&broker));
         let acked = acked.lock().unwrap();
         for (data, (shard, seq)) in acked.iter() {
             let at = found.get(data);

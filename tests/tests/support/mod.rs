@@ -83,7 +83,7 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// Runs `body` on a multi-threaded runtime, bounded by [`TEST_TIMEOUT`].
-pub fn run_async<F: std::future::Future<Output = ()>>(body: F) {
+pub fn run_async<T, F: std::future::Future<Output = T>>(body: F) -> T {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -92,8 +92,8 @@ pub fn run_async<F: std::future::Future<Output = ()>>(body: F) {
     runtime.block_on(async {
         tokio::time::timeout(TEST_TIMEOUT, body)
             .await
-            .expect("the test ran past its time limit");
-    });
+            .expect("the test ran past its time limit")
+    })
 }
 
 /// A running `sluice` server; killed (SIGKILL) when dropped.
