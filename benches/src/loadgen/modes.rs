@@ -20,7 +20,8 @@ use super::report::Stats;
 use super::server::{self, Spawned};
 use super::{Api, Args, Mode};
 
-/// Distinct prepared batches per producer and stream, so keys vary between requests.
+/// Distinct prepared batches per stream (shared by all producers), so keys vary between
+/// requests.
 const PREPARED_BATCHES: usize = 8;
 
 /// Where the load goes.
@@ -281,31 +282,35 @@ async fn put_phase(
     let pool = payload_pool(args.record_size);
     let start = Instant::now();
     let deadline = TokioInstant::now() + args.duration();
+    // Built once and shared: per producer, 100 streams of Kinesis batches came to gigabytes
+    // of JSON built at start-up on the machine under test.
+    let prepared: Arc<Vec<Vec<PreparedPut>>> = Arc::new(if single {
+        Vec::new()
+    } else {
+        let mut keys = Keys::new(&args.keys, args.key_count, 0)?;
+        let grpc = args.api == Api::Grpc;
+        streams
+            .iter()
+            .map(|s| {
+                (0..PREPARED_BATCHES)
+                    .map(|b| {
+                        let recs: Vec<(String, Bytes)> = (0..args.batch)
+                            .map(|i| {
+                                let off = (b * 17 + i * 7) % (pool.len() / 2);
+                                (keys.next(), pool.slice(off..off + args.record_size))
+                            })
+                            .collect();
+                        PreparedPut::new(grpc, s, &recs)
+                    })
+                    .collect()
+            })
+            .collect()
+    });
     let mut set = JoinSet::new();
     for (w, mut client) in clients.into_iter().enumerate() {
         let mut keys = Keys::new(&args.keys, args.key_count, w as u64 + 1)?;
-        let grpc = args.api == Api::Grpc;
         let streams = streams.to_vec();
-        let prepared: Vec<Vec<PreparedPut>> = if single {
-            Vec::new()
-        } else {
-            streams
-                .iter()
-                .map(|s| {
-                    (0..PREPARED_BATCHES)
-                        .map(|b| {
-                            let recs: Vec<(String, Bytes)> = (0..args.batch)
-                                .map(|i| {
-                                    let off = (w * 131 + b * 17 + i * 7) % (pool.len() / 2);
-                                    (keys.next(), pool.slice(off..off + args.record_size))
-                                })
-                                .collect();
-                            PreparedPut::new(grpc, s, &recs)
-                        })
-                        .collect()
-                })
-                .collect()
-        };
+        let prepared = prepared.clone();
         let (budget, pool, size) = (budget.clone(), pool.clone(), args.record_size);
         let name = if single { "single-put" } else { "put" };
         set.spawn(async move {
@@ -343,7 +348,9 @@ async fn put_phase(
                         .await
                         .map(|_| 0usize)
                 } else {
-                    let req = &prepared[stream_i][k as usize % PREPARED_BATCHES];
+                    // Each producer walks the batches in its own order.
+                    let batch = (k as usize / streams.len() + w) % PREPARED_BATCHES;
+                    let req = &prepared[stream_i][batch];
                     client.put_records(req).await.map(|o| o.failed)
                 };
                 st.record(scheduled.elapsed());
@@ -683,7 +690,7 @@ async fn restart(
     let target = Target {
         grpc: Some(s.grpc.clone()),
         kinesis: Some(s.kinesis.clone()),
-        signed: true,
+        signed: !args.unsigned,
     };
     *spawned = Some(s);
     let mut st = Stats::new("after-restart");
