@@ -6,7 +6,6 @@
 //! faults, so every call into them runs on the blocking thread pool (`spawn_blocking`),
 //! never on the async runtime's threads.
 
-use crate::durable::SyncDriver;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -16,6 +15,7 @@ use sluice_storage::{RealFs, SegmentCache, TimestampMs};
 use tokio::sync::Notify;
 
 use crate::config::BrokerConfig;
+use crate::durable::SyncDriver;
 use crate::error::{Error, Result};
 use crate::iterator::IteratorKey;
 use crate::limits::Usage;
@@ -122,7 +122,7 @@ impl Broker {
     /// the real file system in `config.data_dir`; `fs` holds its files under the same path.
     pub fn open_with_fs(
         config: BrokerConfig,
-        fs: std::sync::Arc<dyn sluice_storage::FileSystem>,
+        fs: Arc<dyn sluice_storage::FileSystem>,
     ) -> Result<Arc<Broker>> {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
             Error::Internal(format!(
@@ -456,7 +456,6 @@ impl Broker {
         Ok(f)
     }
 
-    /// The notifier woken after appends to a shard.
     /// The sync driver of a shard's log.
     pub(crate) fn sync_driver(&self, uid: u64, shard: u64) -> Arc<SyncDriver> {
         lock(&self.sync_drivers)
@@ -465,6 +464,7 @@ impl Broker {
             .clone()
     }
 
+    /// The notifier woken after appends to a shard.
     pub(crate) fn notifier(&self, uid: u64, shard: u64) -> Arc<Notify> {
         lock(&self.notifiers)
             .entry((uid, shard))

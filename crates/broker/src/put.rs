@@ -136,17 +136,21 @@ impl Broker {
             };
             pending = Vec::new();
             // Start every shard's sync before waiting for any: they run side by side.
-            for (g, outcome) in &written {
-                if let Some(Ok(sluice_storage::Written {
-                    durable_at: Some(target),
-                    ..
-                })) = outcome
-                {
-                    self.sync_driver(g.uid, g.shard.index())
-                        .start(&g.log, *target);
-                }
-            }
-            for (g, outcome) in written {
+            let drivers: Vec<_> = written
+                .iter()
+                .map(|(g, outcome)| match outcome {
+                    Some(Ok(sluice_storage::Written {
+                        durable_at: Some(target),
+                        ..
+                    })) => {
+                        let driver = self.sync_driver(g.uid, g.shard.index());
+                        driver.start(&g.log, *target);
+                        Some(driver)
+                    }
+                    _ => None,
+                })
+                .collect();
+            for ((g, outcome), driver) in written.into_iter().zip(drivers) {
                 let written = match outcome {
                     None => {
                         let message = format!(
@@ -172,8 +176,7 @@ impl Broker {
                     }
                     Some(Ok(written)) => written,
                 };
-                if let Some(target) = written.durable_at {
-                    let driver = self.sync_driver(g.uid, g.shard.index());
+                if let (Some(target), Some(driver)) = (written.durable_at, driver) {
                     if let Err(e) = driver.wait(&g.log, target).await {
                         tracing::error!(stream, shard = %g.shard, error = %e, "sync failed");
                         for p in &g.records {

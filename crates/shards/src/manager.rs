@@ -216,17 +216,16 @@ impl ShardManager {
                 "metadata journal recovered"
             );
         }
-        let recovered_cut = recovered.truncated_at.clone();
-        let config_sync_coalesce_after = config.sync_coalesce_after;
+        let journal_cut = recovered.truncated_at;
         let streams_dir = data_dir.join("streams");
         fs.create_dir_all(&streams_dir)
             .map_err(|e| Error::io(&streams_dir, e))?;
         let manager = ShardManager {
             fs,
             streams_dir,
+            syncer: SyncScheduler::new(config.sync_coalesce_after),
             config,
             cache,
-            syncer: SyncScheduler::new(config_sync_coalesce_after),
             inner: RwLock::new(Inner {
                 catalogue: recovered.catalogue,
                 journal: recovered.journal,
@@ -236,7 +235,7 @@ impl ShardManager {
         };
         {
             let mut inner = manager.write();
-            manager.remove_orphans(&inner.catalogue, recovered_cut.as_ref())?;
+            manager.remove_orphans(&inner.catalogue, journal_cut.as_ref())?;
             let uids: Vec<u64> = inner.catalogue.streams().map(|s| s.uid).collect();
             for uid in uids {
                 let logs = manager.open_stream_logs(&inner.catalogue, uid)?;
