@@ -425,8 +425,8 @@ impl Broker {
 
     /// The creation time of a shard, ms (cached: it never changes).
     pub(crate) fn shard_created_ms(&self, stream: &str, uid: u64, shard: ShardId) -> Result<u64> {
-        if let Some(ms) = lock(&self.created).get(&(uid, shard.index())) {
-            return Ok(*ms);
+        if let Some(ms) = self.cached_shard_created_ms(uid, shard) {
+            return Ok(ms);
         }
         let handle = self.manager.shard(stream, shard, now_ms())?;
         let ms = handle.info.created().0;
@@ -434,16 +434,21 @@ impl Broker {
         Ok(ms)
     }
 
-    /// The largest record (data plus partition key) the stream accepts, bytes (cached).
-    pub(crate) fn record_bytes_max(&self, stream: &str, uid: u64) -> Result<usize> {
-        Ok(self.facts(stream, uid)?.record_bytes_max)
+    /// [`Broker::shard_created_ms`] if it is cached (no catalogue lock taken).
+    pub(crate) fn cached_shard_created_ms(&self, uid: u64, shard: ShardId) -> Option<u64> {
+        lock(&self.created).get(&(uid, shard.index())).copied()
+    }
+
+    /// [`Broker::facts`] if they are cached (no catalogue lock taken).
+    pub(crate) fn cached_facts(&self, uid: u64) -> Option<StreamFacts> {
+        lock(&self.facts).get(&uid).copied()
     }
 
     /// What the data paths need to know of a stream (cached per stream incarnation;
     /// retention changes clear it).
     pub(crate) fn facts(&self, stream: &str, uid: u64) -> Result<StreamFacts> {
-        if let Some(f) = lock(&self.facts).get(&uid) {
-            return Ok(*f);
+        if let Some(f) = self.cached_facts(uid) {
+            return Ok(f);
         }
         let d = self.manager.describe_stream(stream, now_ms())?;
         let f = StreamFacts {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use sluice_shards::{HashKey, RouteKey, ShardId};
+use sluice_shards::{HashKey, Route, RouteKey, ShardId};
 use sluice_storage::{Log, RecordIn};
 
 use crate::broker::{Broker, blocking, now_ms};
@@ -17,6 +17,10 @@ use crate::types::{PutRecordInput, PutRecordOutput, PutRecordsEntry, PutRecordsO
 pub const PARTITION_KEY_CHARS_MAX: usize = 256;
 /// How often a record is re-routed when its shard closes under it.
 const ROUTE_ATTEMPTS: usize = 100;
+/// Requests up to this many bytes (data plus keys) are routed and written on the runtime
+/// thread when nothing they need is locked: a PutRecord, or a small PutRecords. Larger
+/// ones take the blocking pool, so one `pwrite` never holds a runtime thread for long.
+const INLINE_WRITE_BYTES_MAX: usize = 64 * 1024;
 
 /// A validated record on its way to a shard.
 struct Pending {
@@ -97,42 +101,46 @@ impl Broker {
             .collect::<Result<Vec<_>>>()?;
         let mut results: Vec<Option<PutRecordsEntry>> = vec![None; pending.len()];
         let now = now_ms();
+        // A small request is routed and written right here on the runtime thread when
+        // nothing it needs is locked (a thread hand-off each way costs more than its
+        // `pwrite`); anything else, or anything that would wait, goes to the blocking pool.
+        let inline = pending
+            .iter()
+            .map(|p| p.data.len() + p.key.len())
+            .sum::<usize>()
+            <= INLINE_WRITE_BYTES_MAX;
         for attempt in 0..ROUTE_ATTEMPTS {
-            let this = self.clone();
-            let name = stream.to_owned();
             let reroute_allowed = attempt + 1 < ROUTE_ATTEMPTS;
-            // One hop to the blocking pool routes the request and writes each shard's
-            // group (into the page cache). Waiting for the syncs happens below, as futures.
-            let step = blocking(move || {
-                let groups = this.route_all(&name, pending)?;
-                // A reshard that lands while this request is being routed sends its
-                // earlier records to the closing parent and its later ones to a child;
-                // writing the child's group first would put them out of request order. A
-                // parent is sealed before the route table changes, so a sealed log here
-                // means routing saw two tables: route everything again (nothing is
-                // written yet).
-                if reroute_allowed && groups.iter().any(|g| g.log.is_sealed()) {
-                    return Ok(Step::Reroute(groups));
+            let step = if inline {
+                self.route_and_write(stream, pending, now, reroute_allowed, Wait::Never)?
+            } else {
+                Step::WouldBlock(pending)
+            };
+            let step = match step {
+                Step::WouldBlock(rest) => {
+                    let this = self.clone();
+                    let name = stream.to_owned();
+                    blocking(move || {
+                        this.route_and_write(&name, rest, now, reroute_allowed, Wait::Allowed)
+                    })
+                    .await?
                 }
-                Ok(Step::Written(
-                    groups
-                        .into_iter()
-                        .map(|g| {
-                            let outcome = this.admit(&g).then(|| write_group(&g, now));
-                            (g, outcome)
-                        })
-                        .collect(),
-                ))
-            })
-            .await?;
+                step => step,
+            };
             let written = match step {
-                Step::Reroute(groups) => {
-                    pending = groups.into_iter().flat_map(|g| g.records).collect();
+                Step::Reroute(rest) | Step::WouldBlock(rest) => {
+                    pending = rest;
                     pending.sort_by_key(|p| p.index);
                     tokio::task::yield_now().await;
                     continue;
                 }
                 Step::Written(written) => written,
+            };
+            // Groups whose log was busy on the runtime thread are written on the pool.
+            let written = if written.iter().any(|(_, o)| matches!(o, Outcome::Deferred)) {
+                blocking(move || Ok(finish_writes(written, now))).await?
+            } else {
+                finish_writes(written, now)
             };
             pending = Vec::new();
             // Start every shard's sync before waiting for any: they run side by side.
@@ -228,6 +236,62 @@ impl Broker {
         })
     }
 
+    /// Routes the request and writes each shard's group into the page cache (the syncs
+    /// are waited for later, as futures). With [`Wait::Never`] nothing here waits on a
+    /// lock: what would is handed back ([`Step::WouldBlock`] before anything is written,
+    /// [`Outcome::Deferred`] for one shard's group).
+    fn route_and_write(
+        self: &Arc<Self>,
+        stream: &str,
+        pending: Vec<Pending>,
+        now: sluice_storage::TimestampMs,
+        reroute_allowed: bool,
+        wait: Wait,
+    ) -> Result<Step> {
+        let groups = match self.route_all(stream, pending, wait)? {
+            Routed::Groups(groups) => groups,
+            Routed::WouldBlock(pending) => return Ok(Step::WouldBlock(pending)),
+        };
+        // A reshard that lands while this request is being routed sends its earlier
+        // records to the closing parent and its later ones to a child; writing the child's
+        // group first would put them out of request order. A parent is sealed before the
+        // route table changes, so a sealed log here means routing saw two tables: route
+        // everything again (nothing is written yet).
+        if reroute_allowed {
+            let mut sealed = false;
+            for g in &groups {
+                match wait {
+                    Wait::Allowed => sealed |= g.log.is_sealed(),
+                    Wait::Never => match g.log.try_is_sealed() {
+                        Some(s) => sealed |= s,
+                        None => return Ok(Step::WouldBlock(unroute(groups))),
+                    },
+                }
+            }
+            if sealed {
+                return Ok(Step::Reroute(unroute(groups)));
+            }
+        }
+        Ok(Step::Written(
+            groups
+                .into_iter()
+                .map(|g| {
+                    let outcome = if !self.admit(&g) {
+                        Outcome::Refused
+                    } else {
+                        match wait {
+                            Wait::Allowed => Outcome::Done(write_group(&g, now)),
+                            Wait::Never => {
+                                try_write_group(&g, now).map_or(Outcome::Deferred, Outcome::Done)
+                            }
+                        }
+                    };
+                    (g, outcome)
+                })
+                .collect(),
+        ))
+    }
+
     /// Whether the shard's write limit (when enforced) admits the group now.
     fn admit(self: &Arc<Self>, g: &Group) -> bool {
         let bytes: u64 = g
@@ -239,17 +303,20 @@ impl Broker {
     }
 
     /// Routes every record to its open shard and checks its size against the stream's
-    /// limit; groups them by shard in request order. Blocking.
-    fn route_all(&self, stream: &str, pending: Vec<Pending>) -> Result<Vec<Group>> {
+    /// limit; groups them by shard in request order. With [`Wait::Allowed`] it blocks on
+    /// the catalogue's lock; with [`Wait::Never`] it hands the records back instead.
+    fn route_all(&self, stream: &str, pending: Vec<Pending>, wait: Wait) -> Result<Routed> {
         let now = now_ms();
         let mut groups: Vec<Group> = Vec::new();
-        for p in pending {
+        let mut rest = pending.into_iter();
+        while let Some(p) = rest.next() {
             let key = match p.hash {
                 Some(h) => RouteKey::ExplicitHashKey(h),
                 None => RouteKey::PartitionKey(p.key.as_bytes()),
             };
-            let route = self.manager.route(stream, key, now)?;
-            let limit = self.record_bytes_max(stream, route.stream_uid)?;
+            let Some((route, limit)) = self.locate(stream, key, now, wait)? else {
+                return Ok(would_block(groups, p, rest));
+            };
             let size = p.data.len() + p.key.len();
             if size > limit {
                 return Err(Error::Validation(format!(
@@ -257,39 +324,129 @@ impl Broker {
                     p.index
                 )));
             }
-            match groups
+            if let Some(g) = groups
                 .iter_mut()
                 .find(|g| g.shard == route.shard && g.uid == route.stream_uid)
             {
-                Some(g) => g.records.push(p),
-                None => {
-                    let created_ms =
-                        self.shard_created_ms(stream, route.stream_uid, route.shard)?;
-                    groups.push(Group {
-                        shard: route.shard,
-                        uid: route.stream_uid,
-                        created_ms,
-                        log: route.log,
-                        records: vec![p],
-                    });
-                }
+                g.records.push(p);
+                continue;
             }
+            let created_ms = match wait {
+                Wait::Allowed => self.shard_created_ms(stream, route.stream_uid, route.shard)?,
+                Wait::Never => match self.cached_shard_created_ms(route.stream_uid, route.shard) {
+                    Some(ms) => ms,
+                    None => return Ok(would_block(groups, p, rest)),
+                },
+            };
+            groups.push(Group {
+                shard: route.shard,
+                uid: route.stream_uid,
+                created_ms,
+                log: route.log,
+                records: vec![p],
+            });
         }
-        Ok(groups)
+        Ok(Routed::Groups(groups))
+    }
+
+    /// A record's open shard and the stream's record size limit; `None` when `wait` is
+    /// [`Wait::Never`] and finding out would wait on the catalogue.
+    fn locate(
+        &self,
+        stream: &str,
+        key: RouteKey<'_>,
+        now: sluice_storage::TimestampMs,
+        wait: Wait,
+    ) -> Result<Option<(Route, usize)>> {
+        let route = match wait {
+            Wait::Allowed => self.manager.route(stream, key, now)?,
+            Wait::Never => match self.manager.try_route(stream, key, now) {
+                Some(route) => route?,
+                None => return Ok(None),
+            },
+        };
+        let facts = match wait {
+            Wait::Allowed => self.facts(stream, route.stream_uid)?,
+            Wait::Never => match self.cached_facts(route.stream_uid) {
+                Some(facts) => facts,
+                None => return Ok(None),
+            },
+        };
+        Ok(Some((route, facts.record_bytes_max)))
     }
 }
 
-/// What the blocking hop of a put did.
+/// Whether a put's routing and writing may wait on a lock (on the blocking pool) or must
+/// not (on a runtime thread).
+#[derive(Debug, Clone, Copy)]
+enum Wait {
+    Allowed,
+    Never,
+}
+
+/// What routing a request found.
+enum Routed {
+    Groups(Vec<Group>),
+    /// Something it needed was locked; nothing was written.
+    WouldBlock(Vec<Pending>),
+}
+
+/// What routing and writing a request did.
 enum Step {
     /// Routing saw a sealed parent: route these again.
-    Reroute(Vec<Group>),
-    /// Each group, and its write: `None` when the shard's write limit refused it.
-    Written(
-        Vec<(
-            Group,
-            Option<std::result::Result<sluice_storage::Written, sluice_storage::Error>>,
-        )>,
-    ),
+    Reroute(Vec<Pending>),
+    /// Something was locked and the caller must not wait: nothing was written.
+    WouldBlock(Vec<Pending>),
+    /// Each group and what became of it.
+    Written(Vec<(Group, Outcome)>),
+}
+
+/// What became of one shard's group.
+enum Outcome {
+    /// The shard's write limit refused it.
+    Refused,
+    /// The shard's log was busy; the group still has to be written (on the pool).
+    Deferred,
+    Done(std::result::Result<sluice_storage::Written, sluice_storage::Error>),
+}
+
+/// Routing gave up at `p`: every record back, in request order.
+fn would_block(groups: Vec<Group>, p: Pending, rest: impl Iterator<Item = Pending>) -> Routed {
+    let mut back = unroute(groups);
+    back.push(p);
+    back.extend(rest);
+    back.sort_by_key(|p| p.index);
+    Routed::WouldBlock(back)
+}
+
+/// The records of `groups` back in request order.
+fn unroute(groups: Vec<Group>) -> Vec<Pending> {
+    let mut pending: Vec<Pending> = groups.into_iter().flat_map(|g| g.records).collect();
+    pending.sort_by_key(|p| p.index);
+    pending
+}
+
+/// Writes the deferred groups (blocking: call it on the pool when there are any); `None`
+/// for a group the write limit refused.
+#[allow(clippy::type_complexity)]
+fn finish_writes(
+    written: Vec<(Group, Outcome)>,
+    now: sluice_storage::TimestampMs,
+) -> Vec<(
+    Group,
+    Option<std::result::Result<sluice_storage::Written, sluice_storage::Error>>,
+)> {
+    written
+        .into_iter()
+        .map(|(g, outcome)| {
+            let done = match outcome {
+                Outcome::Refused => None,
+                Outcome::Done(w) => Some(w),
+                Outcome::Deferred => Some(write_group(&g, now)),
+            };
+            (g, done)
+        })
+        .collect()
 }
 
 /// Writes a group's records as one batch, without waiting for the sync. Blocking.
@@ -297,16 +454,28 @@ fn write_group(
     g: &Group,
     now: sluice_storage::TimestampMs,
 ) -> std::result::Result<sluice_storage::Written, sluice_storage::Error> {
-    let ins: Vec<RecordIn<'_>> = g
-        .records
+    g.log.append_nowait(&records_in(g), now)
+}
+
+/// [`write_group`] without waiting: `None` (nothing written) when the log is busy or the
+/// group would roll its segment.
+fn try_write_group(
+    g: &Group,
+    now: sluice_storage::TimestampMs,
+) -> Option<std::result::Result<sluice_storage::Written, sluice_storage::Error>> {
+    g.log.try_append_nowait(&records_in(g), now)
+}
+
+/// A group's records as the log takes them.
+fn records_in(g: &Group) -> Vec<RecordIn<'_>> {
+    g.records
         .iter()
         .map(|p| RecordIn {
             partition_key: p.key.as_bytes(),
             explicit_hash_key: p.hash.map(HashKey::to_be_bytes),
             data: &p.data,
         })
-        .collect();
-    g.log.append_nowait(&ins, now)
+        .collect()
 }
 
 fn failed(code: &str, message: &str) -> PutRecordsEntry {

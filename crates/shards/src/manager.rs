@@ -33,7 +33,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
 
 use sluice_storage::fs::FileSystem;
 use sluice_storage::{Log, LogConfig, SegmentCache, SyncScheduler, TimestampMs};
@@ -416,7 +416,33 @@ impl ShardManager {
 
     /// Routes a put to the open shard owning its key (a binary search, under the read lock).
     pub fn route(&self, name: &str, key: RouteKey<'_>, now: TimestampMs) -> Result<Route> {
-        let inner = self.read();
+        self.route_in(&self.read(), name, key, now)
+    }
+
+    /// [`ShardManager::route`] for a caller that must not wait (an async runtime thread):
+    /// `None` while a stream or shard operation holds the catalogue (a reshard syncs
+    /// files under it).
+    pub fn try_route(
+        &self,
+        name: &str,
+        key: RouteKey<'_>,
+        now: TimestampMs,
+    ) -> Option<Result<Route>> {
+        let inner = match self.inner.try_read() {
+            Ok(inner) => inner,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        Some(self.route_in(&inner, name, key, now))
+    }
+
+    fn route_in(
+        &self,
+        inner: &Inner,
+        name: &str,
+        key: RouteKey<'_>,
+        now: TimestampMs,
+    ) -> Result<Route> {
         if let Some(reason) = &inner.poisoned {
             return Err(Error::Poisoned {
                 reason: reason.clone(),
@@ -1428,3 +1454,51 @@ fn parse_stream_dir_name(name: &str) -> Option<u64> {
 
 /// Where start-up sets aside shard directories holding records the catalogue does not name.
 pub const LOST_FOUND_DIR: &str = "lost+found";
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::CreateStream;
+    use sluice_storage::{SegmentCache, SimFs};
+
+    #[test]
+    fn try_route_agrees_with_route_and_refuses_while_the_catalogue_is_held() {
+        let now = TimestampMs(1_000);
+        let m = ShardManager::open(
+            SimFs::new().shared(),
+            Path::new("/data"),
+            ManagerConfig::default(),
+            SegmentCache::new(8),
+            now,
+        )
+        .unwrap();
+        m.create_stream(&CreateStream::new("s", 4), now).unwrap();
+        for i in 0..64u32 {
+            let key = format!("key-{i}");
+            let a = m
+                .route("s", RouteKey::PartitionKey(key.as_bytes()), now)
+                .unwrap();
+            let b = m
+                .try_route("s", RouteKey::PartitionKey(key.as_bytes()), now)
+                .unwrap()
+                .unwrap();
+            assert_eq!((a.shard, a.hash_key), (b.shard, b.hash_key));
+            assert!(Arc::ptr_eq(&a.log, &b.log));
+        }
+        assert!(matches!(
+            m.try_route("nope", RouteKey::PartitionKey(b"k"), now),
+            Some(Err(Error::ResourceNotFound(_)))
+        ));
+        let held = m.write();
+        assert!(
+            m.try_route("s", RouteKey::PartitionKey(b"k"), now)
+                .is_none()
+        );
+        drop(held);
+        assert!(
+            m.try_route("s", RouteKey::PartitionKey(b"k"), now)
+                .is_some()
+        );
+    }
+}

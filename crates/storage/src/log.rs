@@ -12,7 +12,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -115,6 +115,8 @@ pub struct Log {
     id: u64,
     state: Mutex<State>,
     synced: Condvar,
+    /// `State::durable_next`, mirrored for [`Log::durable_next`] without the lock.
+    durable: AtomicU64,
 }
 
 impl std::fmt::Debug for Log {
@@ -227,6 +229,7 @@ impl Log {
             cache,
             syncer,
             id: LOG_IDS.fetch_add(1, Ordering::Relaxed),
+            durable: AtomicU64::new(state.durable_next.0),
             state: Mutex::new(state),
             synced: Condvar::new(),
         })
@@ -256,6 +259,15 @@ impl Log {
     /// Whether the log is sealed.
     pub fn is_sealed(&self) -> bool {
         self.lock().is_sealed
+    }
+
+    /// [`Log::is_sealed`], or `None` while another thread holds the log's lock.
+    pub fn try_is_sealed(&self) -> Option<bool> {
+        match self.state.try_lock() {
+            Ok(st) => Some(st.is_sealed),
+            Err(TryLockError::Poisoned(e)) => Some(e.into_inner().is_sealed),
+            Err(TryLockError::WouldBlock) => None,
+        }
     }
 
     /// Appends a batch and returns once it is durable (in [`SyncMode::Always`]). Every
@@ -289,6 +301,47 @@ impl Log {
             self.write_chunk(&mut st, &rest[..n], ts)?;
             rest = &rest[n..];
         }
+        Ok(self.written(st, first, ts))
+    }
+
+    /// [`Log::append_nowait`] for a caller that must not wait on a lock or a sync (an
+    /// async runtime thread): `None`, with nothing written, when another thread holds the
+    /// log's lock, when the batch does not fit in the active segment (a roll syncs), or
+    /// when an interval sync is due. Otherwise the batch is written (one `pwrite` into the
+    /// page cache) exactly as [`Log::append_nowait`] writes it.
+    pub fn try_append_nowait(
+        &self,
+        records: &[RecordIn<'_>],
+        now: TimestampMs,
+    ) -> Option<Result<Written>> {
+        if let Err(e) = self.check_records(records) {
+            return Some(Err(e));
+        }
+        let mut st = match self.state.try_lock() {
+            Ok(st) => st,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        if let Err(e) = self.check_writable(&st) {
+            return Some(Err(e));
+        }
+        let ts = st.last_ts.map_or(now, |t| t.max(now));
+        let bytes: u64 = records.iter().map(|r| frame::encoded_len(r) as u64).sum();
+        let fits = st.active.written + bytes <= self.config.segment_bytes_max
+            && !(st.has_records() && self.too_old(&st, ts));
+        if !fits || self.interval_sync_due(&st) {
+            return None;
+        }
+        let first = st.next_seq;
+        if let Err(e) = self.write_chunk(&mut st, records, ts) {
+            return Some(Err(e));
+        }
+        Some(Ok(self.written(st, first, ts)))
+    }
+
+    /// What an append that wrote from `first` at `ts` returns, once its bytes are written:
+    /// in [`SyncMode::Interval`] they become visible now (and a due sync runs here).
+    fn written(&self, mut st: MutexGuard<'_, State>, first: SeqNo, ts: TimestampMs) -> Written {
         let appended = Appended {
             first,
             last: SeqNo(st.next_seq.0 - 1),
@@ -296,19 +349,28 @@ impl Log {
         };
         let durable_at = match self.config.sync {
             SyncMode::Always => Some(st.next_seq),
-            SyncMode::Interval { interval_ms } => {
+            SyncMode::Interval { .. } => {
                 st.active.visible = st.active.written;
-                let due = st.last_sync.elapsed().as_millis() >= u128::from(interval_ms);
-                if due && !st.sync_running {
+                if self.interval_sync_due(&st) {
                     drop(self.lead_sync(st));
                 }
                 None
             }
         };
-        Ok(Written {
+        Written {
             appended,
             durable_at,
-        })
+        }
+    }
+
+    /// Whether, in [`SyncMode::Interval`], an append should lead a sync now.
+    fn interval_sync_due(&self, st: &State) -> bool {
+        match self.config.sync {
+            SyncMode::Always => false,
+            SyncMode::Interval { interval_ms } => {
+                !st.sync_running && st.last_sync.elapsed().as_millis() >= u128::from(interval_ms)
+            }
+        }
     }
 
     /// Returns once every record before `target` is durable, leading a sync if none is
@@ -318,9 +380,10 @@ impl Log {
         self.wait_durable(st, target)
     }
 
-    /// The sequence below which every record is durable.
+    /// The sequence below which every record is durable. Takes no lock, so an async
+    /// caller may ask while a sync or a roll holds the log.
     pub fn durable_next(&self) -> SeqNo {
-        self.lock().durable_next
+        SeqNo(self.durable.load(Ordering::Acquire))
     }
 
     /// In [`SyncMode::Interval`], syncs if the interval has passed and something is
@@ -679,10 +742,7 @@ impl Log {
     /// Rolls if the active segment is too old or too full for the next record, and returns
     /// how many of `rest` fit in the active segment (at least one).
     fn make_room(&self, st: &mut State, rest: &[RecordIn<'_>], now: TimestampMs) -> Result<usize> {
-        let too_old = match (self.config.segment_age_max_ms, st.active.first_ts()) {
-            (Some(age), Some(first)) => now.0.saturating_sub(first.0) >= age,
-            _ => false,
-        };
+        let too_old = self.too_old(st, now);
         let first_len = frame::encoded_len(&rest[0]) as u64;
         let too_full = st.active.written + first_len > self.config.segment_bytes_max;
         if st.has_records() && (too_old || too_full) {
@@ -699,6 +759,14 @@ impl Log {
             n += 1;
         }
         Ok(n)
+    }
+
+    /// Whether the active segment has reached the configured age at `now`.
+    fn too_old(&self, st: &State, now: TimestampMs) -> bool {
+        match (self.config.segment_age_max_ms, st.active.first_ts()) {
+            (Some(age), Some(first)) => now.0.saturating_sub(first.0) >= age,
+            _ => false,
+        }
     }
 
     fn write_chunk(&self, st: &mut State, chunk: &[RecordIn<'_>], ts: TimestampMs) -> Result<()> {
@@ -768,6 +836,7 @@ impl Log {
         match result {
             Ok(()) => {
                 st.durable_next = st.durable_next.max(next);
+                self.durable.store(st.durable_next.0, Ordering::Release);
                 if st.active.base == base {
                     st.active.visible = st.active.visible.max(pos);
                     let due = pos.saturating_sub(st.checkpoint_pos)
@@ -797,6 +866,7 @@ impl Log {
             return Err(Error::io(path, e));
         }
         st.durable_next = st.next_seq;
+        self.durable.store(st.durable_next.0, Ordering::Release);
         st.active.visible = st.active.written;
         self.synced.notify_all();
         Ok(())
@@ -1242,5 +1312,39 @@ impl<'a> Frames<'a> {
         self.pos += f.frame_len as u64;
         self.expect = f.seq.next();
         Ok(Some(f))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::{SegmentCache, SimFs};
+
+    #[test]
+    fn try_append_refuses_while_the_lock_is_held() {
+        let sim = SimFs::new();
+        let log = Log::open(
+            sim.shared(),
+            Path::new("/data/shard-0"),
+            LogConfig::default(),
+            SegmentCache::new(2),
+        )
+        .unwrap();
+        let rec = RecordIn {
+            partition_key: b"k",
+            explicit_hash_key: None,
+            data: b"payload",
+        };
+        let held = log.lock();
+        assert!(log.try_append_nowait(&[rec], TimestampMs(1)).is_none());
+        assert_eq!(log.try_is_sealed(), None);
+        drop(held);
+        let w = log
+            .try_append_nowait(&[rec], TimestampMs(1))
+            .unwrap()
+            .unwrap();
+        assert_eq!(w.appended.first, SeqNo(0));
+        assert_eq!(log.try_is_sealed(), Some(false));
     }
 }

@@ -332,3 +332,66 @@ fn the_segment_cache_stays_within_its_capacity() {
     assert!(cache.is_empty(), "a dropped log releases its mappings");
     let _ = Arc::strong_count(&cache);
 }
+
+#[test]
+fn try_append_writes_what_fits_and_refuses_what_would_roll_or_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = RealFs::shared();
+    let config = small_config();
+    let log = open(&fs, dir.path(), &config).unwrap();
+    let mut rng = SplitMix(9);
+    let mut written: Vec<Rec> = Vec::new();
+    let mut refused = 0;
+    // Batches of 1 to 3 records against 4 KiB segments: some fit the active segment and
+    // are written on the spot; the rest would roll it and are refused untouched, then go
+    // through the ordinary path.
+    for t in 1..=80u64 {
+        let recs: Vec<Rec> = (0..1 + t % 3)
+            .map(|i| random_rec(&mut rng, t * 10 + i, 300))
+            .collect();
+        let ins: Vec<_> = recs.iter().map(Rec::as_in).collect();
+        let before = (log.next_seq(), log.segment_count());
+        match log.try_append_nowait(&ins, ts(t)) {
+            Some(w) => {
+                let w = w.unwrap();
+                assert_eq!(w.appended.first, before.0);
+                assert_eq!(w.appended.last, seq(before.0.0 + recs.len() as u64 - 1));
+                assert_eq!(log.segment_count(), before.1, "a try append never rolls");
+                // Not visible before it is durable, like any append in the default mode.
+                assert_eq!(log.read(before.0, 10, usize::MAX).unwrap().records.len(), 0);
+                log.wait_durable_until(w.durable_at.unwrap()).unwrap();
+            }
+            None => {
+                refused += 1;
+                assert_eq!((log.next_seq(), log.segment_count()), before);
+                log.append(&ins, ts(t)).unwrap();
+            }
+        }
+        written.extend(recs);
+    }
+    assert!(refused > 5, "only {refused} refused: rolls were expected");
+    assert!(refused < 60, "{refused} of 80 refused: most batches fit");
+    let got = read_all(&log);
+    assert_eq!(got.len(), written.len());
+    assert!(written.iter().zip(&got).all(|(w, g)| w.matches(g)));
+
+    // Interval mode: a due sync is not run on the caller's thread; the batch is refused.
+    let dir2 = tempfile::tempdir().unwrap();
+    let interval = LogConfig {
+        sync: SyncMode::Interval { interval_ms: 1 },
+        ..small_config()
+    };
+    let log2 = open(&fs, dir2.path(), &interval).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let rec = random_rec(&mut rng, 1, 10);
+    assert!(log2.try_append_nowait(&[rec.as_in()], ts(1)).is_none());
+    assert_eq!(log2.next_seq(), seq(0));
+
+    // A sealed log refuses with the error an ordinary append gets.
+    log.seal().unwrap();
+    assert!(matches!(
+        log.try_append_nowait(&[rec.as_in()], ts(100)),
+        Some(Err(Error::Sealed { .. }))
+    ));
+    assert_eq!(log.try_is_sealed(), Some(true));
+}
