@@ -2,6 +2,11 @@
 
 use clap::Parser;
 
+/// The same allocator as the server: the load generator shares the machine's CPUs with it,
+/// so what it spends in malloc is taken from the server.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = sluice_benches::loadgen::Args::parse();

@@ -22,6 +22,13 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{Config, ENV_PREFIX};
 
+/// mimalloc instead of the system allocator: the request paths allocate per record and
+/// per request (protobuf strings, 512 KiB buffers), and glibc's malloc, free and its
+/// returning of large blocks to the kernel (page faults to get them back) were about a
+/// tenth of the server's CPU under ingest (docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Sluice: a durable, self-hosted stream broker with the Kinesis data model.
 #[derive(Debug, Parser)]
 #[command(name = "sluice", version)]
