@@ -323,11 +323,22 @@ async fn put_phase(
                     Some(p) => {
                         let at = first + p.mul_f64(k as f64);
                         // Behind schedule or not, the run ends at the deadline.
-                        if at >= deadline || TokioInstant::now() >= deadline {
+                        let now = TokioInstant::now();
+                        if at >= deadline || now >= deadline {
                             break;
                         }
-                        tokio::time::sleep_until(at).await;
-                        at
+                        if at > now {
+                            // Early: wait, and time the request from when it is sent.
+                            // tokio's timer fires up to a millisecond late; that lateness
+                            // is the load generator's, not the server's.
+                            tokio::time::sleep_until(at).await;
+                            TokioInstant::now()
+                        } else {
+                            // Behind schedule (the previous request took too long): the
+                            // time since the request was due counts as latency, so a slow
+                            // server cannot hide behind fewer requests sent.
+                            at
+                        }
                     }
                     None => TokioInstant::now(),
                 };
