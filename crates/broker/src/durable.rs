@@ -9,9 +9,10 @@
 //! variable.
 //!
 //! The hand-off cannot lose a wake-up: a put writes *before* it kicks the driver, and the
-//! driver clears its running flag *before* it looks for unsynced records, so either the
-//! running driver sees the put's records, or the put finds the flag clear and starts a
-//! new driver.
+//! driver clears its running flag *before* it reads the durable point (publishing it) and
+//! looks for unsynced records, so either the running driver sees the put's records and
+//! publishes a durable point past them (its own sync's, or one a seal or roll reached
+//! meanwhile), or the put finds the flag clear and starts a new driver.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -68,6 +69,20 @@ impl SyncDriver {
         }
     }
 
+    /// Raises the published durable point to `next` (it never goes back), and records a
+    /// failure.
+    fn publish(&self, next: SeqNo, failed: Option<String>) {
+        self.durable.send_if_modified(|d| {
+            let raised = next > d.next;
+            d.next = d.next.max(next);
+            let failing = failed.is_some() && d.failed.is_none();
+            if failing {
+                d.failed = failed;
+            }
+            raised || failing
+        });
+    }
+
     /// Starts a driver on the blocking pool unless one is running.
     fn kick(self: &Arc<Self>, log: &Arc<Log>) {
         if self.running.swap(true, Ordering::SeqCst) {
@@ -80,16 +95,16 @@ impl SyncDriver {
                 let result = log.wait_durable_until(want);
                 let failed = result.err().map(|e| e.to_string());
                 let stop = failed.is_some();
-                driver.durable.send_replace(Durable {
-                    next: log.durable_next(),
-                    failed,
-                });
+                driver.publish(log.durable_next(), failed);
                 driver.running.store(false, Ordering::SeqCst);
+                // Publish again now that the flag is clear: a sync outside this driver
+                // (a seal or a roll) may have made more durable since, and a put that
+                // found the flag set is waiting for this driver to say so.
+                let durable = log.durable_next();
+                driver.publish(durable, None);
                 // Records written while this sync ran need another; take it unless a put
                 // already started a new driver.
-                if stop
-                    || log.durable_next() >= log.next_seq()
-                    || driver.running.swap(true, Ordering::SeqCst)
+                if stop || durable >= log.next_seq() || driver.running.swap(true, Ordering::SeqCst)
                 {
                     break;
                 }

@@ -79,8 +79,18 @@ async fn records_of_one_putrecords_keep_request_order_per_shard_while_resharding
             })
         })
         .collect();
+    // A put that never returns (a lost wake-up of its sync's waiters) fails the test
+    // instead of hanging it.
+    let limit = Duration::from_secs(60);
     for p in producers {
-        assert!(p.await.unwrap() > 0);
+        let requests = tokio::time::timeout(limit, p)
+            .await
+            .expect("a put never returned: its sync's wake-up was lost")
+            .unwrap();
+        assert!(requests > 0);
     }
-    resharder.await.unwrap();
+    tokio::time::timeout(limit, resharder)
+        .await
+        .expect("the resharder never returned")
+        .unwrap();
 }
