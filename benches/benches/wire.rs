@@ -2,7 +2,7 @@
 //! and read paths: sequence-number encoding and decoding (once per record each way), a
 //! 500 x 1 KiB PutRecords request decoded from protobuf (gRPC) and parsed from AWS JSON
 //! (Kinesis: the parse only; the base64 payloads are still text, decoded later per
-//! record).
+//! record), and the 500-entry PutRecords reply written as AWS JSON.
 
 use std::hint::black_box;
 
@@ -81,5 +81,35 @@ fn put_records_decode(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, seqnum, put_records_decode);
+/// A PutRecords response of 500 entries written as AWS JSON: every entry carries a
+/// 56-digit sequence number and a shard id, each a JSON string.
+fn put_records_reply(c: &mut Criterion) {
+    use sluice_kinesis::value::{Value, to_json};
+    let mut g = c.benchmark_group("put_records_reply");
+    g.throughput(Throughput::Elements(RECORDS as u64));
+    let entries: Vec<Value> = (0..RECORDS as u64)
+        .map(|i| {
+            let n = SequenceNumber::for_record(
+                1_700_000_000_000,
+                3,
+                SeqNo((1 << 40) + i),
+                1_700_000_000_123,
+            );
+            Value::map([
+                ("SequenceNumber", Value::str(n.encode())),
+                ("ShardId", Value::str("shardId-000000000003")),
+            ])
+        })
+        .collect();
+    let reply = Value::map([
+        ("FailedRecordCount", Value::Int(0)),
+        ("Records", Value::Array(entries)),
+    ]);
+    g.bench_function("kinesis_json_write", |b| {
+        b.iter(|| to_json(black_box(&reply)))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, seqnum, put_records_decode, put_records_reply);
 criterion_main!(benches);

@@ -267,28 +267,37 @@ fn write_json(v: &Value, out: &mut String) {
 }
 
 /// A JSON string literal, escaped in place (no temporary strings: responses write one
-/// per member name and per sequence number).
+/// per member name and per sequence number). Every character that needs escaping is
+/// ASCII, so the scan is over bytes (a byte of a multi-byte character is never one of
+/// them), and a string with none is copied whole.
 fn write_json_str(s: &str, out: &mut String) {
     use std::fmt::Write as _;
+    let needs_escape = |b: u8| b == b'"' || b == b'\\' || b < b' ';
     out.push('"');
+    let bytes = s.as_bytes();
+    if !bytes.iter().any(|&b| needs_escape(b)) {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     let mut plain = 0;
-    for (i, c) in s.char_indices() {
-        let escape = match c {
-            '"' => "\\\"",
-            '\\' => "\\\\",
-            '\n' => "\\n",
-            '\r' => "\\r",
-            '\t' => "\\t",
-            c if c < ' ' => "",
-            _ => continue,
-        };
-        out.push_str(&s[plain..i]);
-        if escape.is_empty() {
-            let _ = write!(out, "\\u{:04x}", c as u32);
-        } else {
-            out.push_str(escape);
+    for (i, &b) in bytes.iter().enumerate() {
+        if !needs_escape(b) {
+            continue;
         }
-        plain = i + c.len_utf8();
+        // `i` is the index of an ASCII byte: a character boundary.
+        out.push_str(&s[plain..i]);
+        match b {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            _ => {
+                let _ = write!(out, "\\u{:04x}", b);
+            }
+        }
+        plain = i + 1;
     }
     out.push_str(&s[plain..]);
     out.push('"');
