@@ -12,9 +12,10 @@ use tokio::sync::mpsc;
 use crate::broker::{Broker, blocking, now_ms};
 use crate::error::{Error, Result};
 use crate::iterator::Position;
-use crate::seqnum::{self, SequenceNumber};
+use crate::seqnum::SequenceNumber;
 use crate::types::{
-    ChildShard, GetRecordsOutput, HashKeyRange, RecordView, StartingPosition, SubscribeEvent,
+    ChildShard, GetRecordsOutput, GetRecordsPage, HashKeyRange, ReadRecord, RecordView,
+    StartingPosition, SubscribeEvent, record_views,
 };
 
 /// A subscription with nothing to deliver sends an empty event this often.
@@ -22,7 +23,7 @@ const HEARTBEAT: Duration = Duration::from_secs(5);
 
 /// What one read of a shard produced.
 struct Batch {
-    records: Vec<RecordView>,
+    records: Vec<ReadRecord>,
     /// Where the next read starts.
     next: SeqNo,
     /// The AT_TIMESTAMP bound still to apply (cleared once a record passed it).
@@ -69,6 +70,16 @@ impl Broker {
         iterator: &str,
         limit: Option<usize>,
     ) -> Result<GetRecordsOutput> {
+        Ok(self.get_records_page(iterator, limit).await?.into())
+    }
+
+    /// [`Broker::get_records`] with the records as read: sequence numbers as fields and
+    /// keys as bytes, for a front-end that writes them to the wire itself.
+    pub async fn get_records_page(
+        &self,
+        iterator: &str,
+        limit: Option<usize>,
+    ) -> Result<GetRecordsPage> {
         let limit = limit.unwrap_or(self.config.get_records_max);
         if !(1..=self.config.get_records_max).contains(&limit) {
             return Err(Error::InvalidArgument(format!(
@@ -107,7 +118,7 @@ impl Broker {
                 (Some(self.key.encode(&next)), Vec::new())
             }
         };
-        Ok(GetRecordsOutput {
+        Ok(GetRecordsPage {
             records: batch.records,
             next_shard_iterator,
             millis_behind_latest: batch.millis_behind,
@@ -156,7 +167,8 @@ impl Broker {
             cursor.seq = batch.next;
             cursor.min_ts = batch.min_ts;
             if !batch.records.is_empty() {
-                let event = self.event(&cursor, batch.records, batch.millis_behind, Vec::new());
+                let records = record_views(batch.records);
+                let event = self.event(&cursor, records, batch.millis_behind, Vec::new());
                 if tx.send(Ok(event)).await.is_err() {
                     return Ok(());
                 }
@@ -364,24 +376,19 @@ impl Broker {
         })
         .await?;
         let mut bytes = 0u64;
-        let mut numbers = seqnum::Encoder::default();
-        let records: Vec<RecordView> = records
+        let records: Vec<ReadRecord> = records
             .into_iter()
             .map(|r| {
                 bytes += r.data.len() as u64;
-                RecordView {
-                    sequence_number: numbers.encode(SequenceNumber::for_record(
+                ReadRecord {
+                    sequence_number: SequenceNumber::for_record(
                         cursor.created_ms,
                         cursor.shard.index() as u32,
                         r.seq,
                         r.timestamp.0,
-                    )),
-                    approximate_arrival_timestamp: r.timestamp,
-                    // Keys were text when written; the fast check is the usual path.
-                    partition_key: std::str::from_utf8(&r.partition_key).map_or_else(
-                        |_| String::from_utf8_lossy(&r.partition_key).into_owned(),
-                        str::to_owned,
                     ),
+                    approximate_arrival_timestamp: r.timestamp,
+                    partition_key: r.partition_key,
                     data: r.data,
                 }
             })

@@ -146,32 +146,53 @@ const ENCODED_BYTES_MAX: usize = 64;
 #[derive(Debug, Clone, Default)]
 pub struct Encoder {
     last: Option<(SequenceNumber, [u8; ENCODED_BYTES_MAX], usize)>,
+    /// A number too long for the buffer (never produced by real fields; kept so
+    /// [`Encoder::digits`] can still answer).
+    spill: String,
 }
 
 impl Encoder {
     /// `n`'s decimal string, the same as [`SequenceNumber::encode`].
     pub fn encode(&mut self, n: SequenceNumber) -> String {
-        if let Some((prev, digits, len)) = &mut self.last {
-            let successor = n.counter <= ENDING_COUNTER
-                && prev.counter.checked_add(1) == Some(n.counter)
-                && SequenceNumber {
-                    counter: n.counter,
-                    ..*prev
-                } == n;
-            if successor && add_decimal(digits, len, COUNTER_STEP_DIGITS) {
-                *prev = n;
-                return std::str::from_utf8(&digits[..*len])
-                    .map(str::to_owned)
-                    .unwrap_or_else(|_| n.encode());
+        String::from_utf8_lossy(self.digits(n)).into_owned()
+    }
+
+    /// `n`'s decimal digits (ASCII), the same as [`SequenceNumber::encode`], borrowed
+    /// from the encoder until the next call: for writers that copy them straight into
+    /// their output.
+    pub fn digits(&mut self, n: SequenceNumber) -> &[u8] {
+        let stepped = match &mut self.last {
+            Some((prev, digits, len)) => {
+                let successor = n.counter <= ENDING_COUNTER
+                    && prev.counter.checked_add(1) == Some(n.counter)
+                    && SequenceNumber {
+                        counter: n.counter,
+                        ..*prev
+                    } == n;
+                if successor && add_decimal(digits, len, COUNTER_STEP_DIGITS) {
+                    *prev = n;
+                    true
+                } else {
+                    false
+                }
+            }
+            None => false,
+        };
+        if !stepped {
+            let text = n.encode();
+            let mut digits = [0u8; ENCODED_BYTES_MAX];
+            self.last = (text.len() <= digits.len()).then(|| {
+                digits[..text.len()].copy_from_slice(text.as_bytes());
+                (n, digits, text.len())
+            });
+            if self.last.is_none() {
+                self.spill = text;
             }
         }
-        let text = n.encode();
-        let mut digits = [0u8; ENCODED_BYTES_MAX];
-        self.last = (text.len() <= digits.len()).then(|| {
-            digits[..text.len()].copy_from_slice(text.as_bytes());
-            (n, digits, text.len())
-        });
-        text
+        match &self.last {
+            Some((_, digits, len)) => &digits[..*len],
+            None => self.spill.as_bytes(),
+        }
     }
 }
 

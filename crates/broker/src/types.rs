@@ -1,8 +1,12 @@
 //! The values the broker takes and returns: plain Rust, shaped like the Kinesis API so
 //! both front-ends translate field by field.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use sluice_storage::TimestampMs;
+
+use crate::seqnum::SequenceNumber;
 
 pub use sluice_shards::{CreateStream, StreamStatus};
 
@@ -90,6 +94,45 @@ pub struct RecordView {
     pub data: Bytes,
 }
 
+/// A record as read, before a front-end formats it: the fields [`RecordView`] is made
+/// of, for front-ends that write their wire format straight from them (no string per
+/// record). Key and data are slices of the segment's memory map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadRecord {
+    /// Its sequence number.
+    pub sequence_number: SequenceNumber,
+    /// When it arrived, ms since the epoch.
+    pub approximate_arrival_timestamp: TimestampMs,
+    /// Its partition key's bytes as written (text from both front-ends; see
+    /// [`ReadRecord::partition_key_text`]).
+    pub partition_key: Bytes,
+    /// Its payload.
+    pub data: Bytes,
+}
+
+impl ReadRecord {
+    /// The partition key as text: the key itself, which both front-ends only accept as
+    /// text, or a lossy rendering of bytes that are not UTF-8 (written by an older or
+    /// foreign writer).
+    pub fn partition_key_text(&self) -> Cow<'_, str> {
+        String::from_utf8_lossy(&self.partition_key)
+    }
+}
+
+/// Records as read, turned into views (sequence numbers as text), in order.
+pub fn record_views(records: Vec<ReadRecord>) -> Vec<RecordView> {
+    let mut numbers = crate::seqnum::Encoder::default();
+    records
+        .into_iter()
+        .map(|r| RecordView {
+            sequence_number: numbers.encode(r.sequence_number),
+            approximate_arrival_timestamp: r.approximate_arrival_timestamp,
+            partition_key: r.partition_key_text().into_owned(),
+            data: r.data,
+        })
+        .collect()
+}
+
 /// A child of a shard that was read to its end.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChildShard {
@@ -121,6 +164,32 @@ pub struct GetRecordsOutput {
     pub millis_behind_latest: u64,
     /// At the end of a closed shard: its children.
     pub child_shards: Vec<ChildShard>,
+}
+
+/// GetRecords output with the records as read ([`Broker::get_records_page`]).
+///
+/// [`Broker::get_records_page`]: crate::Broker::get_records_page
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GetRecordsPage {
+    /// The records, in sequence order.
+    pub records: Vec<ReadRecord>,
+    /// Where to read next; `None` once a closed shard has been read to its end.
+    pub next_shard_iterator: Option<String>,
+    /// How far behind the newest record the response is, ms; 0 when caught up.
+    pub millis_behind_latest: u64,
+    /// At the end of a closed shard: its children.
+    pub child_shards: Vec<ChildShard>,
+}
+
+impl From<GetRecordsPage> for GetRecordsOutput {
+    fn from(page: GetRecordsPage) -> GetRecordsOutput {
+        GetRecordsOutput {
+            records: record_views(page.records),
+            next_shard_iterator: page.next_shard_iterator,
+            millis_behind_latest: page.millis_behind_latest,
+            child_shards: page.child_shards,
+        }
+    }
 }
 
 /// One event of a subscription.

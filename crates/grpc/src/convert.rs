@@ -223,7 +223,7 @@ fn shard(s: ShardView) -> pb::Shard {
     }
 }
 
-fn child_shard(c: ChildShard) -> pb::ChildShard {
+pub(crate) fn child_shard(c: ChildShard) -> pb::ChildShard {
     pb::ChildShard {
         shard_id: c.shard_id,
         parent_shards: c.parent_shards,
@@ -238,7 +238,7 @@ fn hash_key_range(r: HashKeyRange) -> pb::HashKeyRange {
     }
 }
 
-fn timestamp_ms(t: TimestampMs) -> i64 {
+pub(crate) fn timestamp_ms(t: TimestampMs) -> i64 {
     i64::try_from(t.0).unwrap_or(i64::MAX)
 }
 

@@ -4,6 +4,9 @@
 //! - `service`: [`SluiceService`], thin handlers (decode, call the broker, encode) and the
 //!   Subscribe forwarding task;
 //! - `convert`: message mapping between `sluice_proto::v1` and the broker's types;
+//! - `get_records`: GetRecords replies written straight from the broker's page, and
+//!   [`SluiceRoutes`], which serves that method so and the rest through the generated
+//!   server;
 //! - `status`: the one mapping from `sluice_broker::Error` to `tonic::Status`, with the
 //!   Kinesis exception name as a machine-readable reason.
 //!
@@ -13,6 +16,7 @@
 #![warn(missing_docs)]
 
 pub mod convert;
+pub mod get_records;
 pub mod service;
 pub mod status;
 
@@ -23,6 +27,7 @@ use sluice_proto::v1::sluice_server::SluiceServer;
 use tokio::sync::watch;
 use tonic::service::Routes;
 
+pub use get_records::SluiceRoutes;
 pub use service::SluiceService;
 
 /// The fully qualified name of the Sluice service, as reflection and health report it.
@@ -50,9 +55,10 @@ pub async fn routes(
     shutdown: watch::Receiver<bool>,
 ) -> Result<Routes, tonic_reflection::server::Error> {
     let message_bytes_max = message_bytes_max(&broker);
-    let sluice = SluiceServer::new(SluiceService::new(broker, shutdown))
+    let generated = SluiceServer::new(SluiceService::new(broker.clone(), shutdown))
         .max_decoding_message_size(message_bytes_max)
         .max_encoding_message_size(message_bytes_max);
+    let sluice = SluiceRoutes::new(generated, broker, message_bytes_max);
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter

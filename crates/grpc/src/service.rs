@@ -266,6 +266,9 @@ impl Sluice for SluiceService {
         reply(iterator.map(|shard_iterator| pb::GetShardIteratorResponse { shard_iterator }))
     }
 
+    /// The generated route to this handler is not used: [`crate::SluiceRoutes`] serves
+    /// GetRecords by writing the broker's page directly, the same bytes prost writes for
+    /// this handler's reply (`get_records` tests). It stays correct for direct callers.
     async fn get_records(
         &self,
         request: Request<pb::GetRecordsRequest>,
