@@ -2,7 +2,8 @@
 //! and read paths: sequence-number encoding and decoding (once per record each way), a
 //! 500 x 1 KiB PutRecords request decoded from protobuf (gRPC) and parsed from AWS JSON
 //! (Kinesis: the parse only; the base64 payloads are still text, decoded later per
-//! record), and the 500-entry PutRecords reply written as AWS JSON.
+//! record), the 500-entry PutRecords reply written as AWS JSON, and a 1,000-record
+//! GetRecords reply encoded for gRPC through the generated message and directly.
 
 use std::hint::black_box;
 
@@ -111,5 +112,75 @@ fn put_records_reply(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, seqnum, put_records_decode, put_records_reply);
+/// A GetRecords reply of 1,000 x 1 KiB records whose keys and data are slices of one
+/// buffer (as they are slices of a segment's map), encoded for gRPC two ways: through the
+/// generated message (`RecordView`s, `pb::Record`s, prost; the path before the direct
+/// encoder) and written straight from the page (`sluice_grpc::get_records`). Both include
+/// dropping what they built.
+fn get_records_reply(c: &mut Criterion) {
+    use bytes::{Bytes, BytesMut};
+    use criterion::BatchSize;
+    use sluice_broker::{GetRecordsOutput, GetRecordsPage, ReadRecord, TimestampMs};
+    const READ: usize = 1000;
+    let mut g = c.benchmark_group("get_records_reply");
+    g.throughput(Throughput::Elements(READ as u64));
+    let key = b"partition-key-000042";
+    let mut backing = Vec::with_capacity(READ * (RECORD_BYTES + key.len()));
+    for i in 0..READ {
+        backing.extend_from_slice(key);
+        backing.extend((0..RECORD_BYTES).map(|j| (i + j) as u8));
+    }
+    let backing = Bytes::from(backing);
+    let stride = RECORD_BYTES + key.len();
+    let page = GetRecordsPage {
+        records: (0..READ)
+            .map(|i| ReadRecord {
+                sequence_number: SequenceNumber::for_record(
+                    1_700_000_000_000,
+                    3,
+                    SeqNo((1 << 40) + i as u64),
+                    1_700_000_000_123,
+                ),
+                approximate_arrival_timestamp: TimestampMs(1_700_000_000_123),
+                partition_key: backing.slice(i * stride..i * stride + key.len()),
+                data: backing.slice(i * stride + key.len()..(i + 1) * stride),
+            })
+            .collect(),
+        next_shard_iterator: Some("A".repeat(120)),
+        millis_behind_latest: 0,
+        child_shards: Vec::new(),
+    };
+    g.bench_function("grpc_generated_prost", |b| {
+        b.iter_batched(
+            || page.clone(),
+            |p| {
+                let output: GetRecordsOutput = p.into();
+                sluice_grpc::convert::get_records_response(output)
+                    .encode_to_vec()
+                    .len()
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.bench_function("grpc_direct", |b| {
+        b.iter_batched(
+            || page.clone(),
+            |p| {
+                let mut buf = BytesMut::new();
+                sluice_grpc::get_records::encode_page(p, &mut buf);
+                buf.len()
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    seqnum,
+    put_records_decode,
+    put_records_reply,
+    get_records_reply
+);
 criterion_main!(benches);
