@@ -154,7 +154,11 @@ pub struct Encoder {
 impl Encoder {
     /// `n`'s decimal string, the same as [`SequenceNumber::encode`].
     pub fn encode(&mut self, n: SequenceNumber) -> String {
-        String::from_utf8_lossy(self.digits(n)).into_owned()
+        // Only ASCII digits are written, so the check never fails.
+        match std::str::from_utf8(self.digits(n)) {
+            Ok(text) => text.to_owned(),
+            Err(_) => n.encode(),
+        }
     }
 
     /// `n`'s decimal digits (ASCII), the same as [`SequenceNumber::encode`], borrowed
