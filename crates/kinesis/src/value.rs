@@ -15,6 +15,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
 
 use crate::errors::ApiError;
 
@@ -31,8 +32,9 @@ pub enum Value {
     Float(f64),
     /// Text.
     Str(String),
-    /// Raw bytes (a CBOR byte string, or a blob to write).
-    Bytes(Vec<u8>),
+    /// Raw bytes (a CBOR byte string, or a blob to write: a record's data is shared with
+    /// the segment's memory map, not copied, until it is base64-encoded into the reply).
+    Bytes(Bytes),
     /// A point in time, ms since the epoch.
     Timestamp(u64),
     /// A list.
@@ -184,7 +186,7 @@ fn cbor_value(v: ciborium::Value, depth: usize) -> Result<Value, ApiError> {
         C::Integer(i) => Value::Int(i128::from(i)),
         C::Float(f) => Value::Float(f),
         C::Text(s) => Value::Str(s),
-        C::Bytes(b) => Value::Bytes(b),
+        C::Bytes(b) => Value::Bytes(b.into()),
         C::Tag(1, inner) => match *inner {
             C::Integer(i) => Value::Timestamp(
                 u64::try_from(i128::from(i))
@@ -337,7 +339,7 @@ fn cbor_of(v: &Value) -> ciborium::Value {
         }
         Value::Float(f) => C::Float(*f),
         Value::Str(s) => C::Text(s.clone()),
-        Value::Bytes(b) => C::Bytes(b.clone()),
+        Value::Bytes(b) => C::Bytes(b.to_vec()),
         Value::Timestamp(ms) => C::Tag(1, Box::new(C::Integer((*ms).into()))),
         Value::Array(a) => C::Array(a.iter().map(cbor_of).collect()),
         Value::Map(m) => C::Map(
@@ -414,7 +416,7 @@ impl<'a> Fields<'a> {
     }
 
     /// A blob member: base64 text in JSON, bytes in CBOR.
-    pub fn opt_blob(&self, name: &str) -> Result<Option<Vec<u8>>, ApiError> {
+    pub fn opt_blob(&self, name: &str) -> Result<Option<Bytes>, ApiError> {
         match self.get(name) {
             None => Ok(None),
             Some(Value::Bytes(b)) => Ok(Some(b.clone())),
@@ -422,7 +424,7 @@ impl<'a> Fields<'a> {
             // Kinesis PutRecords. It is as strict (padding required, no stray bits).
             Some(Value::Str(s)) => base64_simd::STANDARD
                 .decode_to_vec(s)
-                .map(Some)
+                .map(|v| Some(Bytes::from(v)))
                 .map_err(|_| {
                     let reason = STANDARD
                         .decode(s)
@@ -649,18 +651,21 @@ mod tests {
         let v = from_json(br#"{"Data": "aGVsbG8="}"#).unwrap();
         assert_eq!(
             Fields::of(&v).unwrap().opt_blob("Data").unwrap(),
-            Some(b"hello".to_vec())
+            Some(Bytes::from_static(b"hello"))
         );
         let bad = from_json(br#"{"Data": "***"}"#).unwrap();
         assert_eq!(
             Fields::of(&bad).unwrap().opt_blob("Data").unwrap_err().kind,
             "SerializationException"
         );
-        let c = to_cbor(&Value::map([("Data", Value::Bytes(b"hi".to_vec()))]));
+        let c = to_cbor(&Value::map([(
+            "Data",
+            Value::Bytes(Bytes::from_static(b"hi")),
+        )]));
         let back = from_cbor(&c).unwrap();
         assert_eq!(
             Fields::of(&back).unwrap().opt_blob("Data").unwrap(),
-            Some(b"hi".to_vec())
+            Some(Bytes::from_static(b"hi"))
         );
     }
 

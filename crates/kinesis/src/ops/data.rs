@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use sluice_broker::seqnum::SequenceNumber;
 use sluice_broker::{
     Broker, ChildShard, PutRecordInput, PutRecordsEntry, RecordView, StartingPosition, TimestampMs,
@@ -21,7 +20,7 @@ fn record_input(f: &Fields<'_>) -> Result<PutRecordInput, ApiError> {
     Ok(PutRecordInput {
         partition_key,
         explicit_hash_key,
-        data: Bytes::from(data),
+        data,
     })
 }
 
@@ -152,7 +151,7 @@ pub(crate) fn record_value(r: &RecordView) -> Value {
             "ApproximateArrivalTimestamp",
             Value::Timestamp(r.approximate_arrival_timestamp.0),
         ),
-        ("Data", Value::Bytes(r.data.to_vec())),
+        ("Data", Value::Bytes(r.data.clone())),
         ("PartitionKey", Value::str(&r.partition_key)),
     ])
 }
