@@ -45,6 +45,9 @@ const RECORD_FRAMING_MAX: usize = 6 + 60 + 11 + 12;
 
 /// The `sluice.v1.Sluice` service: the generated server for every method but
 /// GetRecords, which is written from the broker's page (module docs).
+/// GetRecords gets the same message size limits as the generated server; compression
+/// is not configured on either (were it ever enabled on the generated server, it would
+/// have to be applied here too).
 #[derive(Debug, Clone)]
 pub struct SluiceRoutes {
     generated: SluiceServer<SluiceService>,
