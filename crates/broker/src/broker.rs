@@ -199,6 +199,9 @@ impl Broker {
             blocking(move || Ok(m.describe_stream(&name, now_ms())?.uid)).await?
         };
         blocking(move || Ok(m.delete_stream(&name, now_ms())?)).await?;
+        // Nothing is written to or read from a DELETING stream, so its per-shard state
+        // goes now (a put or subscription in flight keeps its own reference).
+        self.forget(uid, None);
         self.drop_consumers_of(uid)
     }
 
@@ -477,6 +480,30 @@ impl Broker {
             .clone()
     }
 
+    /// Drops what the broker keeps per shard (notifier, sync driver, creation time,
+    /// throughput usage) for one shard of stream `uid`, or for all of them and the
+    /// stream's facts when `shard` is `None`: without it a broker that creates and deletes
+    /// streams, or reshards, for months would keep an entry for every shard it ever saw.
+    pub(crate) fn forget(&self, uid: u64, shard: Option<u64>) {
+        let gone = |&(u, s): &(u64, u64)| u == uid && shard.is_none_or(|x| x == s);
+        lock(&self.notifiers).retain(|k, _| !gone(k));
+        lock(&self.sync_drivers).retain(|k, _| !gone(k));
+        lock(&self.created).retain(|k, _| !gone(k));
+        lock(&self.usage).retain(|k, _| !gone(k));
+        if shard.is_none() {
+            lock(&self.facts).remove(&uid);
+        }
+    }
+
+    /// Per-shard entries kept now, across all maps (for tests).
+    #[cfg(test)]
+    pub(crate) fn per_shard_entries(&self) -> usize {
+        lock(&self.notifiers).len()
+            + lock(&self.sync_drivers).len()
+            + lock(&self.created).len()
+            + lock(&self.usage).len()
+    }
+
     /// Wakes every subscription, so those on shards a reshard just closed see their end
     /// now rather than at their next heartbeat.
     fn wake_all(&self) {
@@ -531,6 +558,34 @@ pub(crate) fn shard_view(s: &ShardInfo) -> ShardView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deleting_a_stream_drops_its_per_shard_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Broker::open(BrokerConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..BrokerConfig::default()
+        })
+        .unwrap();
+        for name in ["kept", "deleted"] {
+            b.create_stream(CreateStream::new(name, 2)).await.unwrap();
+            for i in 0..20 {
+                let input = crate::PutRecordInput {
+                    partition_key: format!("key-{i}"),
+                    explicit_hash_key: None,
+                    data: bytes::Bytes::from_static(b"payload"),
+                };
+                b.put_record(name, input).await.unwrap();
+            }
+        }
+        let both = b.per_shard_entries();
+        assert!(both > 0, "puts keep per-shard state");
+        b.delete_stream("deleted").await.unwrap();
+        let kept = b.per_shard_entries();
+        assert!(kept > 0 && kept < both, "{kept} of {both} entries left");
+        b.delete_stream("kept").await.unwrap();
+        assert_eq!(b.per_shard_entries(), 0);
+    }
 
     #[test]
     fn shard_ids_parse_leniently() {

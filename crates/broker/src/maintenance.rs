@@ -26,7 +26,7 @@ impl Broker {
     /// Runs one maintenance pass now.
     pub async fn run_maintenance(&self) -> Result<MaintenanceReport> {
         let m = self.manager.clone();
-        blocking(move || {
+        let (report, tick) = blocking(move || {
             let now = now_ms();
             let tick = m.tick(now)?;
             let mut report = MaintenanceReport {
@@ -40,9 +40,16 @@ impl Broker {
                     Err(e) => tracing::error!(stream, log = %log.dir().display(), error = %e, "retention failed"),
                 }
             }
-            Ok(report)
+            Ok((report, tick))
         })
-        .await
+        .await?;
+        for uid in tick.streams_purged_uids {
+            self.forget(uid, None);
+        }
+        for (uid, shard) in tick.shards_expired_by_uid {
+            self.forget(uid, Some(shard.index()));
+        }
+        Ok(report)
     }
 
     /// Starts the maintenance timers; they stop when `shutdown` turns true or is dropped.

@@ -142,6 +142,10 @@ pub struct TickReport {
     pub streams_purged: Vec<String>,
     /// Closed shards whose records all expired and whose logs were removed.
     pub shards_expired: Vec<(String, ShardId)>,
+    /// The same shards by stream uid, for callers that keep state per shard.
+    pub shards_expired_by_uid: Vec<(u64, ShardId)>,
+    /// The uids of the purged streams.
+    pub streams_purged_uids: Vec<u64>,
 }
 
 #[derive(Debug)]
@@ -651,6 +655,7 @@ impl ShardManager {
         for (uid, name) in gone {
             self.purge(&mut inner, uid)?;
             report.streams_purged.push(name);
+            report.streams_purged_uids.push(uid);
         }
         for (uid, name, shard) in self.expired_shards(&inner, now) {
             self.commit(
@@ -669,6 +674,7 @@ impl ShardManager {
             sluice_storage::remove_log(self.fs.as_ref(), &dir)?;
             tracing::info!(stream = %name, shard = %shard, "closed shard expired; log removed");
             report.shards_expired.push((name, shard));
+            report.shards_expired_by_uid.push((uid, shard));
         }
         Ok(report)
     }

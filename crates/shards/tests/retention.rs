@@ -44,6 +44,11 @@ fn an_expired_closed_shard_loses_its_log_but_keeps_its_lineage() {
         report.shards_expired,
         vec![("s".to_string(), ShardId::new(0).unwrap())]
     );
+    let uid = m.describe_stream("s", TimestampMs(due)).unwrap().uid;
+    assert_eq!(
+        report.shards_expired_by_uid,
+        vec![(uid, ShardId::new(0).unwrap())]
+    );
     assert!(!parent_dir.exists(), "expired log removed");
 
     let handle = m

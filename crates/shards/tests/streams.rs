@@ -115,9 +115,11 @@ fn lifecycle_follows_the_configured_delay() {
         in_use(m.create_stream(&CreateStream::new("s", 1), at(2100))).0,
         StreamStatus::Deleting
     );
+    let uid = m.describe_stream("s", at(2100)).unwrap().uid;
     not_found(m.describe_stream("s", at(2500)));
     let report = m.tick(at(2500)).unwrap();
     assert_eq!(report.streams_purged, vec!["s".to_string()]);
+    assert_eq!(report.streams_purged_uids, vec![uid]);
 }
 
 #[test]
