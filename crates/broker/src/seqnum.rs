@@ -90,6 +90,16 @@ impl SequenceNumber {
 
     /// The decimal string.
     pub fn encode(&self) -> String {
+        self.value().to_decimal()
+    }
+
+    /// The decimal digits, written at the start of `out`; returns how many.
+    fn write_digits(&self, out: &mut [u8; ENCODED_BYTES_MAX]) -> usize {
+        self.value().write_decimal(out)
+    }
+
+    /// The number as an integer: the fields at their bit positions.
+    fn value(&self) -> U192 {
         let mut v = U192::default();
         v.push(2, 4);
         v.push(self.shard_created_s & SECONDS_MASK, 36);
@@ -99,7 +109,7 @@ impl SequenceNumber {
         v.push(self.arrival_s & SECONDS_MASK, 36);
         v.push(u64::from(self.shard_index), 32);
         v.push(2, 4);
-        v.to_decimal()
+        v
     }
 
     /// Parses a decimal string made by [`SequenceNumber::encode`].
@@ -137,18 +147,30 @@ impl SequenceNumber {
 /// The difference between the numbers of two consecutive records of a shard that arrived
 /// in the same second: one counter step, 2^80 (the counter sits above 80 bits of fields).
 const COUNTER_STEP_DIGITS: &[u8] = b"1208925819614629174706176";
+/// Room for any number's digits: 2^192 < 10^63, printed as at most seven groups of nine.
 const ENCODED_BYTES_MAX: usize = 64;
+const _: () = assert!(9 * 7 <= ENCODED_BYTES_MAX);
 
 /// Encodes numbers one after another, cheaply when each is its predecessor's successor
 /// (same shard, same arrival second, counter + 1), as the records of one append or one
 /// read are: the digits of the previous number plus 2^80, added in decimal, instead of a
 /// full conversion. Anything else is encoded in full.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Encoder {
-    last: Option<(SequenceNumber, [u8; ENCODED_BYTES_MAX], usize)>,
-    /// A number too long for the buffer (never produced by real fields; kept so
-    /// [`Encoder::digits`] can still answer).
-    spill: String,
+    /// The number last encoded, whose digits are `digits[..len]`.
+    prev: Option<SequenceNumber>,
+    digits: [u8; ENCODED_BYTES_MAX],
+    len: usize,
+}
+
+impl Default for Encoder {
+    fn default() -> Encoder {
+        Encoder {
+            prev: None,
+            digits: [0; ENCODED_BYTES_MAX],
+            len: 0,
+        }
+    }
 }
 
 impl Encoder {
@@ -165,38 +187,20 @@ impl Encoder {
     /// from the encoder until the next call: for writers that copy them straight into
     /// their output.
     pub fn digits(&mut self, n: SequenceNumber) -> &[u8] {
-        let stepped = match &mut self.last {
-            Some((prev, digits, len)) => {
-                let successor = n.counter <= ENDING_COUNTER
-                    && prev.counter.checked_add(1) == Some(n.counter)
-                    && SequenceNumber {
-                        counter: n.counter,
-                        ..*prev
-                    } == n;
-                if successor && add_decimal(digits, len, COUNTER_STEP_DIGITS) {
-                    *prev = n;
-                    true
-                } else {
-                    false
-                }
-            }
-            None => false,
-        };
-        if !stepped {
-            let text = n.encode();
-            let mut digits = [0u8; ENCODED_BYTES_MAX];
-            self.last = (text.len() <= digits.len()).then(|| {
-                digits[..text.len()].copy_from_slice(text.as_bytes());
-                (n, digits, text.len())
-            });
-            if self.last.is_none() {
-                self.spill = text;
-            }
+        let successor = self.prev.is_some_and(|prev| {
+            n.counter <= ENDING_COUNTER
+                && prev.counter.checked_add(1) == Some(n.counter)
+                && SequenceNumber {
+                    counter: n.counter,
+                    ..prev
+                } == n
+        });
+        // A failed addition leaves the digits unusable; the full encoding rewrites them.
+        if !(successor && add_decimal(&mut self.digits, &mut self.len, COUNTER_STEP_DIGITS)) {
+            self.len = n.write_digits(&mut self.digits);
         }
-        match &self.last {
-            Some((_, digits, len)) => &digits[..*len],
-            None => self.spill.as_bytes(),
-        }
+        self.prev = Some(n);
+        &self.digits[..self.len]
     }
 }
 
@@ -272,12 +276,22 @@ impl U192 {
         (carry == 0).then_some(())
     }
 
-    /// The decimal digits. This runs once per record on every put and read, so it stays
-    /// off 128-bit division (a library call per step): the value is cut into 32-bit limbs
-    /// and divided by 10^9, whose quotient fits a u64 division by a constant (a multiply),
-    /// then printed nine digits at a time into one stack buffer. It allocates only the
-    /// returned string.
+    /// The decimal string of [`U192::write_decimal`].
     fn to_decimal(self) -> String {
+        let mut out = [0u8; ENCODED_BYTES_MAX];
+        let len = self.write_decimal(&mut out);
+        // Only ASCII digits were written, so this never falls back.
+        std::str::from_utf8(&out[..len])
+            .map(str::to_owned)
+            .unwrap_or_default()
+    }
+
+    /// The decimal digits, written at the start of `out`; returns how many. This runs
+    /// once per record on every put and read, so it stays off 128-bit division (a library
+    /// call per step): the value is cut into 32-bit limbs and divided by 10^9, whose
+    /// quotient fits a u64 division by a constant (a multiply), then printed nine digits
+    /// at a time. It allocates nothing.
+    fn write_decimal(self, out: &mut [u8; ENCODED_BYTES_MAX]) -> usize {
         const BILLION: u64 = 1_000_000_000;
         let [a, b, c] = self.0;
         let mut limbs = [
@@ -301,23 +315,21 @@ impl U192 {
             groups[n] = rem as u32;
             n += 1;
         }
-        let mut buf = [b'0'; 9 * 7];
+        let used = (n * 9).max(1);
+        out[..used].fill(b'0');
         for (i, &g) in groups[..n].iter().rev().enumerate() {
             let mut x = g;
-            for d in buf[i * 9..(i + 1) * 9].iter_mut().rev() {
+            for d in out[i * 9..(i + 1) * 9].iter_mut().rev() {
                 *d = b'0' + (x % 10) as u8;
                 x /= 10;
             }
         }
-        let used = &buf[..(n * 9).max(1)];
-        let first = used
+        let first = out[..used]
             .iter()
             .position(|&d| d != b'0')
-            .unwrap_or(used.len() - 1);
-        // Only ASCII digits were written, so this never falls back.
-        std::str::from_utf8(&used[first..])
-            .map(str::to_owned)
-            .unwrap_or_default()
+            .unwrap_or(used - 1);
+        out.copy_within(first..used, 0);
+        used - first
     }
 
     fn from_decimal(s: &str) -> Option<U192> {
