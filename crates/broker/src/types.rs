@@ -153,11 +153,12 @@ pub struct HashKeyRange {
     pub ending_hash_key: String,
 }
 
-/// The result of GetRecords.
+/// The result of GetRecords, with records of type `R`: [`GetRecordsOutput`] or
+/// [`GetRecordsPage`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GetRecordsOutput {
+pub struct GetRecords<R> {
     /// The records, in sequence order.
-    pub records: Vec<RecordView>,
+    pub records: Vec<R>,
     /// Where to read next; `None` once a closed shard has been read to its end.
     pub next_shard_iterator: Option<String>,
     /// How far behind the newest record the response is, ms; 0 when caught up.
@@ -166,24 +167,17 @@ pub struct GetRecordsOutput {
     pub child_shards: Vec<ChildShard>,
 }
 
-/// GetRecords output with the records as read ([`Broker::get_records_page`]).
+/// The result of GetRecords, records as views (text sequence numbers and keys).
+pub type GetRecordsOutput = GetRecords<RecordView>;
+
+/// The result of GetRecords with the records as read ([`Broker::get_records_page`]).
 ///
 /// [`Broker::get_records_page`]: crate::Broker::get_records_page
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GetRecordsPage {
-    /// The records, in sequence order.
-    pub records: Vec<ReadRecord>,
-    /// Where to read next; `None` once a closed shard has been read to its end.
-    pub next_shard_iterator: Option<String>,
-    /// How far behind the newest record the response is, ms; 0 when caught up.
-    pub millis_behind_latest: u64,
-    /// At the end of a closed shard: its children.
-    pub child_shards: Vec<ChildShard>,
-}
+pub type GetRecordsPage = GetRecords<ReadRecord>;
 
 impl From<GetRecordsPage> for GetRecordsOutput {
     fn from(page: GetRecordsPage) -> GetRecordsOutput {
-        GetRecordsOutput {
+        GetRecords {
             records: record_views(page.records),
             next_shard_iterator: page.next_shard_iterator,
             millis_behind_latest: page.millis_behind_latest,
