@@ -20,7 +20,7 @@ use std::task::{Context, Poll};
 use bytes::{BufMut, BytesMut};
 use prost::Message;
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
-use sluice_broker::{Broker, GetRecordsPage, ReadRecord, seqnum};
+use sluice_broker::{GetRecordsPage, ReadRecord, seqnum};
 use sluice_proto::v1 as pb;
 use sluice_proto::v1::sluice_server::SluiceServer;
 use tonic::body::Body;
@@ -33,7 +33,6 @@ use tonic_prost::{ProstCodec, ProstDecoder};
 use crate::SERVICE_NAME;
 use crate::convert;
 use crate::service::SluiceService;
-use crate::status::to_status;
 
 /// The path of the method served here.
 pub const GET_RECORDS_PATH: &str = "/sluice.v1.Sluice/GetRecords";
@@ -51,21 +50,19 @@ const RECORD_FRAMING_MAX: usize = 6 + 60 + 11 + 12;
 #[derive(Debug, Clone)]
 pub struct SluiceRoutes {
     generated: SluiceServer<SluiceService>,
-    broker: Arc<Broker>,
+    service: Arc<SluiceService>,
     message_bytes_max: usize,
 }
 
 impl SluiceRoutes {
-    /// Wraps the generated server; `message_bytes_max` bounds GetRecords' request and
-    /// reply as the generated server's limits bound the rest.
-    pub fn new(
-        generated: SluiceServer<SluiceService>,
-        broker: Arc<Broker>,
-        message_bytes_max: usize,
-    ) -> SluiceRoutes {
+    /// Serves `service`, reading and writing messages of at most `message_bytes_max`.
+    pub fn new(service: SluiceService, message_bytes_max: usize) -> SluiceRoutes {
+        let service = Arc::new(service);
         SluiceRoutes {
-            generated,
-            broker,
+            generated: SluiceServer::from_arc(service.clone())
+                .max_decoding_message_size(message_bytes_max)
+                .max_encoding_message_size(message_bytes_max),
+            service,
             message_bytes_max,
         }
     }
@@ -88,7 +85,7 @@ impl Service<http::Request<Body>> for SluiceRoutes {
         if req.uri().path() != GET_RECORDS_PATH {
             return self.generated.call(req);
         }
-        let method = GetRecordsMethod(self.broker.clone());
+        let method = GetRecordsMethod(self.service.clone());
         let max = Some(self.message_bytes_max);
         Box::pin(async move {
             let mut grpc =
@@ -100,22 +97,15 @@ impl Service<http::Request<Body>> for SluiceRoutes {
 
 /// GetRecords as a tonic unary method returning the broker's page.
 #[derive(Debug, Clone)]
-struct GetRecordsMethod(Arc<Broker>);
+struct GetRecordsMethod(Arc<SluiceService>);
 
 impl UnaryService<pb::GetRecordsRequest> for GetRecordsMethod {
     type Response = GetRecordsPage;
     type Future = BoxFuture<Response<GetRecordsPage>, Status>;
 
     fn call(&mut self, request: Request<pb::GetRecordsRequest>) -> Self::Future {
-        let broker = self.0.clone();
-        Box::pin(async move {
-            let r = request.into_inner();
-            broker
-                .get_records_page(&r.shard_iterator, convert::limit(r.limit))
-                .await
-                .map(Response::new)
-                .map_err(to_status)
-        })
+        let service = self.0.clone();
+        Box::pin(async move { service.get_records_page(request).await })
     }
 }
 

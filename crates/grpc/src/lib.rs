@@ -55,10 +55,7 @@ pub async fn routes(
     shutdown: watch::Receiver<bool>,
 ) -> Result<Routes, tonic_reflection::server::Error> {
     let message_bytes_max = message_bytes_max(&broker);
-    let generated = SluiceServer::new(SluiceService::new(broker.clone(), shutdown))
-        .max_decoding_message_size(message_bytes_max)
-        .max_encoding_message_size(message_bytes_max);
-    let sluice = SluiceRoutes::new(generated, broker, message_bytes_max);
+    let sluice = SluiceRoutes::new(SluiceService::new(broker, shutdown), message_bytes_max);
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter

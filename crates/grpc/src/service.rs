@@ -10,7 +10,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use sluice_broker::{Broker, types::SubscribeEvent};
+use sluice_broker::{Broker, GetRecordsPage, types::SubscribeEvent};
 use sluice_proto::v1 as pb;
 use sluice_proto::v1::sluice_server::Sluice;
 use tokio::sync::{mpsc, watch};
@@ -43,6 +43,21 @@ impl SluiceService {
 }
 
 type Reply<T> = Result<Response<T>, Status>;
+
+impl SluiceService {
+    /// GetRecords up to the broker's page, before any encoding.
+    pub async fn get_records_page(
+        &self,
+        request: Request<pb::GetRecordsRequest>,
+    ) -> Reply<GetRecordsPage> {
+        let r = request.into_inner();
+        let page = self
+            .broker
+            .get_records_page(&r.shard_iterator, convert::limit(r.limit))
+            .await;
+        reply(page)
+    }
+}
 
 fn reply<T>(result: sluice_broker::Result<T>) -> Reply<T> {
     result.map(Response::new).map_err(to_status)
@@ -267,18 +282,14 @@ impl Sluice for SluiceService {
     }
 
     /// The generated route to this handler is not used: [`crate::SluiceRoutes`] serves
-    /// GetRecords by writing the broker's page directly, the same bytes prost writes for
-    /// this handler's reply (`get_records` tests). It stays correct for direct callers.
+    /// GetRecords by writing [`SluiceService::get_records_page`]'s page directly, the same
+    /// bytes prost writes for this handler's reply (`get_records` tests).
     async fn get_records(
         &self,
         request: Request<pb::GetRecordsRequest>,
     ) -> Reply<pb::GetRecordsResponse> {
-        let r = request.into_inner();
-        let page = self
-            .broker
-            .get_records(&r.shard_iterator, convert::limit(r.limit))
-            .await;
-        reply(page.map(convert::get_records_response))
+        let page = self.get_records_page(request).await?;
+        Ok(page.map(|p| convert::get_records_response(p.into())))
     }
 
     type SubscribeStream = SubscribeStream;
