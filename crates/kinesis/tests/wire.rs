@@ -43,6 +43,12 @@ async fn start() -> Server {
     }
 }
 
+/// Whether an event-stream message's JSON payload carries at least one record.
+fn has_records(m: &sluice_kinesis::eventstream::Message) -> bool {
+    serde_json::from_slice::<Json>(&m.payload)
+        .is_ok_and(|e| e["Records"].as_array().is_some_and(|r| !r.is_empty()))
+}
+
 struct Reply {
     status: u16,
     headers: hyper::HeaderMap,
@@ -434,8 +440,10 @@ async fn http2_with_prior_knowledge_and_subscribe_to_shard_events() {
     assert!(consumer_arn.starts_with(&format!("{arn}/consumer/app:")));
     let (_, list) = h2("ListStreamConsumers", json!({"StreamARN": arn})).await;
     assert_eq!(list["Consumers"].as_array().unwrap().len(), 1);
-    // Subscribe, then put: the event arrives on the open HTTP/2 stream.
+    // Subscribe, then put: the event arrives on the open HTTP/2 stream. The put waits for
+    // the response head, which the server sends only after the LATEST position is fixed.
     let addr = s.addr;
+    let (subscribed, is_subscribed) = tokio::sync::oneshot::channel();
     let sub = tokio::spawn(async move {
         let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
         let (mut sender, conn) =
@@ -454,10 +462,14 @@ async fn http2_with_prior_knowledge_and_subscribe_to_shard_events() {
             resp.headers()["content-type"],
             "application/vnd.amazon.eventstream"
         );
+        subscribed.send(()).unwrap();
         let mut body = resp.into_body();
         let mut buf = Vec::new();
         let mut messages = Vec::new();
-        while messages.len() < 2 {
+        // Up to the first event with records; heartbeats (empty events) may come first on
+        // a slow machine.
+        while !messages.iter().any(has_records) {
+            assert!(messages.len() < 100, "no records in 100 events");
             let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
                 .await
                 .unwrap()
@@ -473,7 +485,10 @@ async fn http2_with_prior_knowledge_and_subscribe_to_shard_events() {
         }
         messages
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::timeout(Duration::from_secs(30), is_subscribed)
+        .await
+        .expect("SubscribeToShard did not answer")
+        .unwrap();
     let (st, _) = h2(
         "PutRecord",
         json!({"StreamName": "e", "Data": base64_encode(b"pushed"), "PartitionKey": "k"}),
@@ -488,8 +503,13 @@ async fn http2_with_prior_knowledge_and_subscribe_to_shard_events() {
             .map(|(_, v)| v.clone())
     };
     assert_eq!(kind(&messages[0]).as_deref(), Some("initial-response"));
-    assert_eq!(kind(&messages[1]).as_deref(), Some("SubscribeToShardEvent"));
-    let ev: Json = serde_json::from_slice(&messages[1].payload).unwrap();
+    assert!(
+        messages[1..]
+            .iter()
+            .all(|m| kind(m).as_deref() == Some("SubscribeToShardEvent"))
+    );
+    let pushed = messages.iter().find(|m| has_records(m)).unwrap();
+    let ev: Json = serde_json::from_slice(&pushed.payload).unwrap();
     assert_eq!(
         base64_decode(ev["Records"][0]["Data"].as_str().unwrap()),
         b"pushed"
