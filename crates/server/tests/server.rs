@@ -26,6 +26,9 @@ struct Server {
     child: Child,
     addr: SocketAddr,
     log: Arc<Mutex<Vec<String>>>,
+    /// The thread copying standard error into `log`; it ends when the process has exited
+    /// and every line is in `log`.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Server {
@@ -47,7 +50,7 @@ impl Server {
         let (tx, rx) = mpsc::channel();
         let stderr = child.stderr.take().unwrap();
         let lines = log.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 // Keep the line before announcing it: whoever wakes on the announcement
                 // may read the kept log at once.
@@ -61,7 +64,13 @@ impl Server {
             match rx.recv_timeout(left) {
                 Ok(line) => {
                     if let Some(addr) = grpc_addr(&line) {
-                        return Server { child, addr, log };
+                        let reader = Some(reader);
+                        return Server {
+                            child,
+                            addr,
+                            log,
+                            reader,
+                        };
                     }
                 }
                 Err(_) => {
@@ -95,6 +104,11 @@ impl Server {
         let pid = rustix::process::Pid::from_child(&self.child);
         rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
         let status = wait_bounded(&mut self.child);
+        // The process has exited, but its last lines may still be on their way through the
+        // pipe: wait for the reader to reach the end before looking at the log.
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap();
+        }
         let log = self.log.lock().unwrap().clone();
         assert!(
             log.iter().any(|l| l.contains("stopped")),
