@@ -17,9 +17,11 @@ use support::Server;
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Sends `bytes` (then closes the writing half if `half_close`: a request cut short), and
-/// reads whatever comes back until the server closes the connection or stops sending;
-/// panics if it neither answers nor closes within the bound. (hyper drops a connection
-/// whose client half-closed before it answered, so complete requests keep it open.)
+/// reads whatever comes back until the server closes the connection or, having sent an
+/// answer, stops sending; panics if it neither answers nor closes within the bound. An
+/// answer to a complete request counts only once its HTTP head is whole, so a slow
+/// server's answer is never cut at an arbitrary byte. (hyper drops a connection whose
+/// client half-closed before it answered, so complete requests keep it open.)
 fn exchange(addr: SocketAddr, bytes: &[u8], half_close: bool, what: &str) -> Vec<u8> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
     stream
@@ -41,7 +43,8 @@ fn exchange(addr: SocketAddr, bytes: &[u8], half_close: bool, what: &str) -> Vec
                 if e.kind() == std::io::ErrorKind::WouldBlock
                     || e.kind() == std::io::ErrorKind::TimedOut =>
             {
-                if !answer.is_empty() {
+                let head_whole = answer.windows(4).any(|w| w == b"\r\n\r\n");
+                if !answer.is_empty() && (half_close || head_whole) {
                     return answer;
                 }
             }

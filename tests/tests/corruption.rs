@@ -150,6 +150,18 @@ impl Running {
         self.log.lock().unwrap().clone()
     }
 
+    /// The log once a line mentions `text`, or after `timeout` whatever it holds.
+    fn log_mentions(&self, text: &str, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.log();
+            if log.iter().any(|l| l.contains(text)) || Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     async fn client(&self) -> Client {
         let channel = tonic::transport::Channel::from_shared(format!("http://{}", self.addr))
             .unwrap()
@@ -367,7 +379,15 @@ fn damaged_data_directories_never_panic_or_return_damaged_records() {
                     );
                 }
                 if lost > 0 {
-                    let text = format!("{}\n{}", server.log().join("\n"), errors.join("\n"));
+                    // The report may be logged while the reads ran: unless a read error
+                    // names the file, wait (bounded) for the line to come through the pipe
+                    // before judging.
+                    let logged = if errors.iter().any(|e| e.contains(&name)) {
+                        server.log()
+                    } else {
+                        server.log_mentions(&name, Duration::from_secs(10))
+                    };
+                    let text = format!("{}\n{}", logged.join("\n"), errors.join("\n"));
                     assert!(
                         text.contains(&name),
                         "{ctx}: {lost} records lost, damage not reported:\n{text}"

@@ -18,14 +18,18 @@ use std::time::Duration;
 
 use sluice_proto::v1 as pb;
 use support::{CliProcess, Client, Server, list_shards, position, put};
+use tokio::sync::watch;
 
 const STREAM: &str = "load";
 const PRODUCERS: usize = 3;
 const KEYS_PER_PRODUCER: usize = 6;
 /// A bound on each producer's loop, far above what it reaches before it is stopped.
 const PUTS_PER_PRODUCER_MAX: usize = 200_000;
-/// How long producers write between two reshards.
-const PHASE: Duration = Duration::from_millis(400);
+/// The calls each producer makes between two reshards: two rounds over its keys, so every
+/// key is written before and after every reshard, however the tasks are scheduled.
+const PHASE_CALLS: u64 = 2 * KEYS_PER_PRODUCER as u64;
+/// A bound on waiting for the producers' progress; reached only if they hang.
+const PROGRESS_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One acknowledged record: key, per-key number, shard and sequence number.
 #[derive(Debug, Clone)]
@@ -45,17 +49,26 @@ fn no_record_lost_duplicated_or_reordered_across_split_merge_and_resize() {
         support::create_active(&mut admin, STREAM, 2).await;
 
         let stop = Arc::new(AtomicBool::new(false));
+        let progress = Arc::new(watch::Sender::new(vec![0u64; PRODUCERS]));
         let mut producers = Vec::new();
         for p in 0..PRODUCERS {
             let client = server.client().await;
-            producers.push(tokio::spawn(produce(client, p, stop.clone())));
+            producers.push(tokio::spawn(produce(
+                client,
+                p,
+                stop.clone(),
+                progress.clone(),
+            )));
         }
 
-        tokio::time::sleep(PHASE).await;
+        // Each phase ends when every producer has made PHASE_CALLS more calls (a gate, not
+        // a time): records land in every shard of every generation on any machine.
+        let mut calls = progress.subscribe();
+        each_producer_calls(&mut calls, PHASE_CALLS).await;
         split_first_open_shard(&mut admin, STREAM).await;
-        tokio::time::sleep(PHASE).await;
+        each_producer_calls(&mut calls, PHASE_CALLS).await;
         merge_an_adjacent_pair(&mut admin).await;
-        tokio::time::sleep(PHASE).await;
+        each_producer_calls(&mut calls, PHASE_CALLS).await;
         let open = open_shards(&list_shards(&mut admin, STREAM).await).len();
         let target = u32::try_from(open * 2).unwrap();
         let resized = admin
@@ -68,7 +81,7 @@ fn no_record_lost_duplicated_or_reordered_across_split_merge_and_resize() {
             .into_inner();
         assert_eq!(resized.target_shard_count, target);
         support::wait_active(&mut admin, STREAM).await;
-        tokio::time::sleep(PHASE).await;
+        each_producer_calls(&mut calls, PHASE_CALLS).await;
         stop.store(true, Ordering::Relaxed);
 
         let mut acked = Vec::new();
@@ -107,7 +120,8 @@ fn tail_and_subscribe_follow_a_split() {
             ],
         );
         let mut lines = blocking_lines(&tail, 10).await;
-        // Outlive one subscription, then write more to the parent.
+        // Outlive one subscription, then write more to the parent. (A lower bound: tail's
+        // first subscription has ended by then on any machine; nothing asserts an upper.)
         tokio::time::sleep(Duration::from_millis(1300)).await;
         for i in 10..15 {
             written.push(put_numbered(&mut client, "tail", i).await);
@@ -127,8 +141,26 @@ fn tail_and_subscribe_follow_a_split() {
     });
 }
 
-/// Writes `key:n` records on this producer's keys until stopped; returns what was acked.
-async fn produce(mut client: Client, producer: usize, stop: Arc<AtomicBool>) -> Vec<Acked> {
+/// Waits (bounded) until every producer has made `more` calls since the last wait.
+async fn each_producer_calls(calls: &mut watch::Receiver<Vec<u64>>, more: u64) {
+    let from = calls.borrow_and_update().clone();
+    let enough = |now: &Vec<u64>| now.iter().zip(&from).all(|(n, f)| *n >= f + more);
+    tokio::time::timeout(PROGRESS_TIMEOUT, calls.wait_for(enough))
+        .await
+        .unwrap_or_else(|_| {
+            panic!("a producer made fewer than {more} calls in {PROGRESS_TIMEOUT:?}")
+        })
+        .expect("the producers are gone");
+}
+
+/// Writes `key:n` records on this producer's keys until stopped, counting its calls in
+/// `progress`; returns what was acked.
+async fn produce(
+    mut client: Client,
+    producer: usize,
+    stop: Arc<AtomicBool>,
+    progress: Arc<watch::Sender<Vec<u64>>>,
+) -> Vec<Acked> {
     let keys: Vec<String> = (0..KEYS_PER_PRODUCER)
         .map(|k| format!("p{producer}-k{k}"))
         .collect();
@@ -185,6 +217,7 @@ async fn produce(mut client: Client, producer: usize, stop: Arc<AtomicBool>) -> 
             }
             next_n[k] += 3;
         }
+        progress.send_modify(|calls| calls[producer] += 1);
     }
     acked
 }
@@ -273,19 +306,30 @@ fn check_tail(lines: &[String], written: &[(String, u64)]) {
     assert!(child_seen, "no record of a child shard: {lines:?}");
 }
 
-/// The parent's subscription ends with its two children, after all its records.
+/// The parent's subscription ends with its two children, after all its records. The
+/// server ends every subscription after its one-second lifetime, which on a slow machine
+/// can come first: then the test resumes after the last continuation number, as a
+/// consumer does.
 async fn subscribe_reports_children(client: &mut Client) {
-    let request = pb::SubscribeRequest {
-        stream_name: "tail".into(),
-        shard_id: "shardId-000000000000".into(),
-        starting_position: Some(position(pb::ShardIteratorType::TrimHorizon)),
-    };
-    let mut events = client.subscribe(request).await.unwrap().into_inner();
+    let mut start = position(pb::ShardIteratorType::TrimHorizon);
     let mut records = 0;
-    for _ in 0..1000 {
-        let event = events.message().await.unwrap().unwrap();
-        records += event.records.len();
-        if !event.child_shards.is_empty() {
+    for _ in 0..100 {
+        let request = pb::SubscribeRequest {
+            stream_name: "tail".into(),
+            shard_id: "shardId-000000000000".into(),
+            starting_position: Some(start.clone()),
+        };
+        let mut events = client.subscribe(request).await.unwrap().into_inner();
+        while let Some(event) = events.message().await.unwrap() {
+            records += event.records.len();
+            start = pb::StartingPosition {
+                r#type: pb::ShardIteratorType::AfterSequenceNumber as i32,
+                sequence_number: Some(event.continuation_sequence_number.clone()),
+                timestamp_ms: None,
+            };
+            if event.child_shards.is_empty() {
+                continue;
+            }
             assert_eq!(records, 15);
             let children: Vec<&str> = event
                 .child_shards
@@ -299,7 +343,7 @@ async fn subscribe_reports_children(client: &mut Client) {
             return;
         }
     }
-    panic!("no ChildShards event");
+    panic!("no ChildShards event in 100 subscriptions");
 }
 
 /// Puts record `n` on one of five keys; returns `(key, n)`.

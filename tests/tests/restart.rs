@@ -10,10 +10,12 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_proto::v1 as pb;
 use support::{Client, Server, list_shards, put};
+use tokio::sync::watch;
 
 /// Everything a client can observe about one stream.
 #[derive(Debug, PartialEq)]
@@ -115,6 +117,7 @@ fn sigkill_under_load_then_restart_keeps_every_acknowledged_record() {
                 support::create_active(&mut client, "k", 2).await;
             }
             check_acked(&mut client, &acked).await;
+            let acks = Arc::new(watch::Sender::new([0usize; 2]));
             let mut producers = Vec::new();
             for p in 0..2 {
                 let client = server.client().await;
@@ -125,10 +128,21 @@ fn sigkill_under_load_then_restart_keeps_every_acknowledged_record() {
                         (key, n)
                     })
                     .collect();
-                producers.push(tokio::spawn(produce_until_failure(client, keys)));
+                let counter = (acks.clone(), p);
+                producers.push(tokio::spawn(produce_until_failure(client, keys, counter)));
             }
-            // Kill while the producers are mid-flight, at a different point each cycle.
-            tokio::time::sleep(Duration::from_millis(150 + 100 * cycle as u64)).await;
+            // Kill while the producers are mid-flight, at a different point each cycle: once
+            // each has this many acknowledgements (a gate, not a time, so every producer has
+            // some on any machine) and goes on writing.
+            let want = 5 + 20 * cycle;
+            let mut acked_now = acks.subscribe();
+            tokio::time::timeout(
+                Duration::from_secs(60),
+                acked_now.wait_for(|n| n.iter().all(|n| *n >= want)),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("the producers did not reach {want} acknowledgements"))
+            .expect("the producers stopped");
             let pid = rustix::process::Pid::from_raw(server.pid() as i32).unwrap();
             rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
             let mut results = Vec::new();
@@ -155,12 +169,15 @@ fn sigkill_under_load_then_restart_keeps_every_acknowledged_record() {
     });
 }
 
-/// Puts `key:n` records round-robin over `keys` until a put fails (the server died).
-/// Returns the acknowledged `(key, n, sequence number)` and, per key, the last n tried.
+/// Puts `key:n` records round-robin over `keys` until a put fails (the server died),
+/// counting its acknowledgements in slot `counter.1` of `counter.0`. Returns the
+/// acknowledged `(key, n, sequence number)` and, per key, the last n tried.
 async fn produce_until_failure(
     mut client: Client,
     mut keys: Vec<(String, u64)>,
+    counter: (Arc<watch::Sender<[usize; 2]>>, usize),
 ) -> (Vec<(String, u64, String)>, Vec<(String, u64)>) {
+    let (acked, slot) = counter;
     let mut acks = Vec::new();
     let mut tried: BTreeMap<String, u64> = BTreeMap::new();
     for i in 0..1_000_000 {
@@ -173,7 +190,10 @@ async fn produce_until_failure(
             data: format!("{key}:{n}").into_bytes().into(),
         };
         match client.put_record(request).await {
-            Ok(reply) => acks.push((key.clone(), *n, reply.into_inner().sequence_number)),
+            Ok(reply) => {
+                acks.push((key.clone(), *n, reply.into_inner().sequence_number));
+                acked.send_modify(|counts| counts[slot] += 1);
+            }
             Err(_) => break,
         }
         *n += 1;

@@ -76,14 +76,15 @@ def main(endpoint, generated_dir):
 
 
 def wait_active(stub, pb):
-    for _ in range(200):
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
         description = stub.DescribeStream(
             pb.DescribeStreamRequest(stream_name=STREAM), timeout=DEADLINE_S
         ).stream_description
         if description.stream_status == pb.STREAM_STATUS_ACTIVE:
             return
         time.sleep(0.05)
-    raise AssertionError("stream did not become ACTIVE")
+    raise AssertionError("stream did not become ACTIVE within 30 s")
 
 
 def subscribe(stub, pb, start, expected):
