@@ -19,7 +19,8 @@ const deadline = setTimeout(() => { console.error("timed out"); process.exit(2);
 const stream = `js-${process.pid}`;
 await plain.send(new CreateStreamCommand({ StreamName: stream, ShardCount: 1 }));
 let arn;
-for (let i = 0; i < 100; i++) {
+// Poll until ACTIVE, bounded by the overall deadline above (not by a count of tries).
+while (arn === undefined) {
   const s = (await plain.send(new DescribeStreamSummaryCommand({ StreamName: stream }))).StreamDescriptionSummary;
   if (s.StreamStatus === "ACTIVE") { arn = s.StreamARN; break; }
   await new Promise((r) => setTimeout(r, 50));

@@ -100,9 +100,14 @@ def stream_name():
     return f"py-{os.getpid()}-{next(_names)}"
 
 
-def wait_active(client, name, timeout_s=10):
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
+# A bound on waiting for a state the server reaches by itself (ACTIVE, deleted); reached
+# only if it never does, so it is generous for a loaded machine.
+STATE_TIMEOUT_S = 30
+
+
+def wait_active(client, name, timeout_s=STATE_TIMEOUT_S):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
         d = client.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
         if d["StreamStatus"] == "ACTIVE":
             return d
