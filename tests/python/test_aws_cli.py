@@ -13,13 +13,16 @@ from pathlib import Path
 import pytest
 
 AWS = Path(sys.executable).parent / "aws"
+# A bound on one `aws` run, reached only if it hangs: the CLI loads its service models
+# anew each time (a second or two of CPU), so a starved machine needs minutes, not seconds.
+AWS_TIMEOUT_S = 300
 
 
 def aws(server, *args):
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "secret",
            "AWS_DEFAULT_REGION": "us-east-1", "AWS_PAGER": "", "AWS_MAX_ATTEMPTS": "1"}
     out = subprocess.run([str(AWS), "kinesis", *args, "--endpoint-url", server.endpoint, "--output", "json"],
-                         capture_output=True, text=True, env=env, timeout=60)
+                         capture_output=True, text=True, env=env, timeout=AWS_TIMEOUT_S)
     if out.returncode != 0:
         raise AssertionError(f"aws kinesis {' '.join(args)} failed ({out.returncode}): {out.stderr}")
     return json.loads(out.stdout) if out.stdout.strip() else None
