@@ -25,6 +25,7 @@ mod config;
 mod error;
 pub mod frame;
 pub mod fs;
+mod gaps;
 mod header;
 pub mod index;
 mod log;
@@ -38,12 +39,12 @@ mod types;
 pub use cache::SegmentCache;
 pub use config::{LogConfig, SyncMode};
 pub use error::{Error, Result};
-pub use fs::{FileHandle, FileSystem, Mapping, RealFs};
+pub use fs::{FileHandle, FileSystem, FsInfo, Mapping, RealFs};
 pub use log::{
     Appended, Log, ReadBatch, RecoveryStats, RetentionOutcome, SharedBatch, SharedRecord, Written,
 };
-pub use sim::{CrashMode, SimFs, SimStats, SplitMix};
-pub use syncer::{SyncScheduler, SyncStats};
+pub use sim::{CrashMode, Gate, SimFs, SimStats, SplitMix};
+pub use syncer::{SyncScheduler, SyncStats, SyncfsPolicy};
 pub use types::{Record, RecordIn, SeqNo, TimestampMs};
 
 use std::path::Path;
