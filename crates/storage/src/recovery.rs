@@ -23,12 +23,13 @@
 mod damage;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::checkpoint::{self, CKPT_VERSION, Checkpoint};
 use crate::config::LogConfig;
 use crate::error::{Error, Result};
-use crate::fs::{FileHandle, FileSystem};
+use crate::fs::{FileHandle, FileSystem, Mapping};
 use crate::gaps::{self, Gap};
 use crate::header::{FileHeader, HEADER_BYTES};
 use crate::index::{Indexer, SEQ_ENTRY_BYTES, SeqIndex, TIME_ENTRY_BYTES, TimeIndex};
@@ -90,30 +91,7 @@ pub(crate) fn recover(fs: &dyn FileSystem, dir: &Path, config: &LogConfig) -> Re
     let sealed = describe_sealed(&mut r, &bases)?;
     let prev_ts = sealed.last().and_then(|m| m.max_ts);
     let mut state = recover_active(&mut r, active_base, prev_ts, sealed)?;
-    if let Some(at) = r.sealed_at {
-        state.is_sealed = true;
-        if at < state.next_seq {
-            return Err(Error::corrupt(
-                dir.join(names::SEALED),
-                0,
-                format!(
-                    "sealed with next sequence {at} but the log recovers to {}",
-                    state.next_seq
-                ),
-            ));
-        }
-        if at > state.next_seq {
-            // A sealed log's records were all durable: fewer of them is damage.
-            let (from, file) = (state.next_seq, segment::log_path(dir, active_base));
-            damage::give_up(
-                &mut r,
-                from,
-                at,
-                &file,
-                "the log ends before its seal marker says",
-            )?;
-        }
-    }
+    check_seal(&mut r, &mut state, active_base)?;
     state.recovery = RecoveryStats {
         scanned_bytes: state.recovery.scanned_bytes,
         truncated_bytes: state.recovery.truncated_bytes,
@@ -121,6 +99,29 @@ pub(crate) fn recover(fs: &dyn FileSystem, dir: &Path, config: &LogConfig) -> Re
     };
     state.gaps = r.gaps;
     Ok(state)
+}
+
+/// Marks a sealed log sealed. Its records were all durable when it was sealed, so a log
+/// that recovers to fewer of them lost some to damage: their numbers are given up up to
+/// the seal's, which the metadata holds as the shard's end.
+fn check_seal(r: &mut Recovering<'_>, state: &mut State, active_base: SeqNo) -> Result<()> {
+    let Some(at) = r.sealed_at else {
+        return Ok(());
+    };
+    state.is_sealed = true;
+    if at < state.next_seq {
+        return Err(Error::corrupt(
+            r.dir.join(names::SEALED),
+            0,
+            format!(
+                "sealed with next sequence {at} but the log recovers to {}",
+                state.next_seq
+            ),
+        ));
+    }
+    let file = segment::log_path(r.dir, active_base);
+    let why = "the log ends before its seal marker says";
+    damage::give_up(r, state.next_seq, at, &file, why)
 }
 
 /// Removes `*.deleted` and `*.tmp` files and index files whose log is gone.
@@ -249,8 +250,8 @@ fn create_fresh(
 fn new_active(
     config: &LogConfig,
     base: SeqNo,
-    file: std::sync::Arc<dyn FileHandle>,
-    map: std::sync::Arc<dyn crate::fs::Mapping>,
+    file: Arc<dyn FileHandle>,
+    map: Arc<dyn Mapping>,
     written: u64,
 ) -> Active {
     Active {
@@ -355,19 +356,11 @@ fn recover_active(
 ) -> Result<State> {
     let (fs, dir, config) = (r.fs, r.dir, r.config);
     let path = segment::log_path(dir, base);
-    let mut file = fs.open(&path).map_err(|e| Error::io(&path, e))?;
-    let mut len = file.len().map_err(|e| Error::io(&path, e))?;
-    let mut map = file
-        .map(config.map_capacity())
-        .map_err(|e| Error::io(&path, e))?;
+    let (mut file, mut len, mut map) = open_mapped(fs, config, &path)?;
     let header = map.bytes().get(..len as usize).unwrap_or_default();
     if segment::check_header(header, SegmentFile::Log, base, &path).is_err() {
         damage::replace_damaged_active(r, base, &path, header)?;
-        file = fs.open(&path).map_err(|e| Error::io(&path, e))?;
-        len = file.len().map_err(|e| Error::io(&path, e))?;
-        map = file
-            .map(config.map_capacity())
-            .map_err(|e| Error::io(&path, e))?;
+        (file, len, map) = open_mapped(fs, config, &path)?;
     }
     let bytes = map.bytes().get(..len as usize).unwrap_or_default();
     let start = start_point(r, base, len, prev_ts);
@@ -420,6 +413,19 @@ fn recover_active(
     }
     tracing::debug!(log = %dir.display(), scanned = scan.end_pos - start.pos, next_seq = %scan.next_seq, "recovered");
     Ok(state)
+}
+
+/// An open segment file, its length, and its mapping.
+type Mapped = (Arc<dyn FileHandle>, u64, Arc<dyn Mapping>);
+
+/// Opens the active segment's file and maps it with the active mapping's capacity.
+fn open_mapped(fs: &dyn FileSystem, config: &LogConfig, path: &Path) -> Result<Mapped> {
+    let file = fs.open(path).map_err(|e| Error::io(path, e))?;
+    let len = file.len().map_err(|e| Error::io(path, e))?;
+    let map = file
+        .map(config.map_capacity())
+        .map_err(|e| Error::io(path, e))?;
+    Ok((file, len, map))
 }
 
 /// Makes the next open cheap: indexes what was scanned and records the new point, with
