@@ -248,7 +248,7 @@ impl SimFs {
     }
 
     /// The `n`th write from now (0 = the next) fails with `kind`; with `tear_bytes`, its
-    /// first bytes land before it fails.
+    /// first bytes land before it fails (never all of them: a failed write is incomplete).
     pub fn fail_nth_write(&self, n: u64, kind: io::ErrorKind, tear_bytes: Option<usize>) {
         self.lock().write_fault = Some(Planned {
             countdown: n,
@@ -314,7 +314,8 @@ impl SimFs {
     }
 
     /// Lets `ops` more mutating operations succeed; the next one fails (a write lands its
-    /// first `tear_bytes` bytes, if given) and so does every one after it until [`crash`].
+    /// first `tear_bytes` bytes, if given, short of the whole write) and so does every one
+    /// after it until [`crash`].
     ///
     /// [`crash`]: SimFs::crash
     pub fn power_cut_after(&self, ops: u64, tear_bytes: Option<usize>) {
