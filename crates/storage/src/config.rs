@@ -49,10 +49,10 @@ pub struct LogConfig {
     /// (`<parent>-<dir>-<segment base>-from-<offset>.damaged`). `None` (default): beside the
     /// segment, as `<segment>.damaged-from-<offset>`.
     pub set_aside_dir: Option<PathBuf>,
-    /// Check every sealed segment at open, and set a damaged one aside instead of failing
-    /// or serving errors: its bytes are copied out, its good records kept, and the rest
-    /// recorded as a gap in the sequence. Slow (reads the whole log). Default false; the
-    /// server's `--repair`.
+    /// Check every segment at open (the active one from its start, not from the recovery
+    /// point), and set a damaged sealed one aside instead of failing or serving errors:
+    /// its bytes are copied out, its good records kept, and the rest recorded as a gap in
+    /// the sequence. Slow (reads the whole log). Default false; the server's `--repair`.
     pub repair: bool,
 }
 

@@ -470,7 +470,9 @@ fn start_point(r: &Recovering<'_>, base: SeqNo, len: u64, prev_ts: Option<Timest
         indexer: Indexer::new(config.index_interval_bytes),
         generation,
     };
-    let Some(c) = ckpt else {
+    // `repair` reads the whole active segment too: damage before the recovery point is
+    // found there (as fewer records than the point vouches for) instead of by reads.
+    let Some(c) = ckpt.filter(|_| !config.repair) else {
         return from_start;
     };
     let usable = c.base == base

@@ -311,3 +311,35 @@ fn a_power_cut_while_recovering_from_damage_recovers_the_same_way() {
         assert!(after >= 80, "cut {k}: number {after} given again");
     }
 }
+
+#[test]
+fn repair_also_finds_damage_before_the_active_segments_recovery_point() {
+    let (sim, fs, dir) = sim();
+    let log = open(&fs, &dir, &config()).unwrap();
+    let acked = append(&log, &mut SplitMix(13), 0, 100);
+    // A clean close: the recovery point is at the end, so a plain open scans nothing.
+    log.close().unwrap();
+    drop(log);
+    let active = segment_files(&sim, &dir).pop().unwrap();
+    let len = sim.read_file(&active).unwrap().len();
+    flip(&sim, &active, len / 2);
+    let log = open(&fs, &dir, &config()).unwrap();
+    assert!(!log.recovery_stats().found_damage());
+    assert_eq!(
+        log.read(SeqNo(0), 10, usize::MAX).unwrap().records.len(),
+        10
+    );
+    let found = (0..100).find(|s| log.read(SeqNo(*s), 1, usize::MAX).is_err());
+    assert!(found.is_some(), "reads never found the damage");
+    drop(log);
+    let repair = LogConfig {
+        repair: true,
+        ..config()
+    };
+    let log = open(&fs, &dir, &repair).unwrap();
+    assert!(log.recovery_stats().found_damage());
+    let got = read_all(&log);
+    check_known(&got, &acked);
+    assert!(got.len() < 100 && got.len() > 10, "{} kept", got.len());
+    assert!(append_one(&log, 4000) >= 100);
+}
