@@ -43,7 +43,7 @@ fn check_frame(data: &[u8]) {
         data: f.data,
     };
     let mut again = Vec::new();
-    frame::encode(&record, f.seq, f.timestamp, &mut again);
+    frame::encode_in_batch(&record, f.seq, f.timestamp, f.more, &mut again);
     assert_eq!(
         &again[..],
         &data[..f.frame_len],

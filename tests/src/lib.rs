@@ -17,3 +17,10 @@ pub fn identify(data: &[u8]) -> Option<u64> {
     let id = u64::from_le_bytes(data.get(..8)?.try_into().ok()?);
     (payload(id) == data).then_some(id)
 }
+
+/// The number of records `log-writer`'s thread `thread` appends in round `round` with
+/// batches of at most `batch_max` records: the writer and the checker agree on every batch
+/// from this alone.
+pub fn batch_len(round: u64, thread: u64, batch_max: u64) -> u64 {
+    1 + (round * 7 + thread) % batch_max.max(1)
+}

@@ -8,6 +8,10 @@
 //! record read is one that was acknowledged, byte for byte, at its sequence number); damage
 //! to an index or a recovery point loses nothing (they are rebuilt from the log); and when
 //! acknowledged records are lost, the log names the damaged file and where the damage is.
+//! Damage never leads to a sequence number given twice (issue 22, item 13): new records are
+//! numbered above every acknowledged one, the damaged bytes are set aside in `lost+found`,
+//! reads step over the lost numbers, and `sluice --repair` sets a damaged sealed segment
+//! aside and starts where a plain start refuses.
 //!
 //! Seeded: `SLUICE_SEED` picks the offsets; it is printed in every failure.
 
@@ -188,10 +192,16 @@ enum Start {
 
 /// Starts `sluice` on `dir`; a start-up failure is an outcome, not a panic.
 fn start(dir: &Path) -> Start {
+    start_with(dir, ENV, &[])
+}
+
+/// [`start`] with other settings and extra command-line arguments.
+fn start_with(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Start {
     let mut child = Command::new(support::binary("sluice"))
         .args(["--grpc-listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
-        .envs(ENV.iter().copied())
+        .args(args)
+        .envs(env.iter().copied())
         .env("SLUICE_LOG", "info")
         .env("SLUICE_KINESIS_LISTEN", "127.0.0.1:0")
         .stdin(Stdio::null())
@@ -417,4 +427,272 @@ fn damaged_data_directories_never_panic_or_return_damaged_records() {
         let _ = std::fs::remove_dir_all(&dir);
     }
     assert!(cases >= 12, "only {cases} damage cases ran");
+}
+
+/// Sequence numbers compare as the integers they spell.
+fn seq_key(seq: &str) -> (usize, &str) {
+    (seq.len(), seq)
+}
+
+/// Puts `n` records of about 200 bytes into stream `stream`; returns data -> number.
+fn put_many(server: &Server, stream: &str, shards: u32, n: u32, tag: &str) -> Acked {
+    support::run_async(async {
+        let mut client = server.client().await;
+        if shards > 0 {
+            support::create_active(&mut client, stream, shards).await;
+        }
+        let mut acked = Acked::new();
+        for i in 0..n {
+            let data = format!("{tag}-{i:05}-{}", "y".repeat(180));
+            let reply = support::put(&mut client, stream, "k", data.as_bytes()).await;
+            acked.insert(data.into_bytes(), (reply.shard_id, reply.sequence_number));
+        }
+        acked
+    })
+}
+
+/// The segment logs of shard 0 of the data directory's only stream, oldest first.
+fn shard0_segments(dir: &Path) -> Vec<PathBuf> {
+    files(&dir.join("streams"))
+        .into_iter()
+        .filter(|p| {
+            p.to_string_lossy().contains("shardId-000000000000")
+                && p.extension().is_some_and(|e| e == "log")
+        })
+        .collect()
+}
+
+/// Every `.damaged` file set aside under `lost+found/`.
+fn set_aside(dir: &Path) -> Vec<PathBuf> {
+    let root = dir.join("lost+found");
+    if !root.exists() {
+        return Vec::new();
+    }
+    files(&root)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "damaged"))
+        .collect()
+}
+
+/// Reads the stream; every record must be one acknowledged at its number, with no read
+/// error. Returns the numbers read.
+fn read_known(server: &Running, acked: &Acked, ctx: &str) -> Vec<String> {
+    let (records, errors) = support::run_async(async {
+        let mut client = server.client().await;
+        read_everything_of(&mut client, "d").await
+    });
+    assert!(errors.is_empty(), "{ctx}: read errors {errors:?}");
+    for (shard, r) in &records {
+        assert_eq!(
+            acked.get(&r.data[..]),
+            Some(&(shard.clone(), r.sequence_number.clone())),
+            "{ctx}: a record read is not the one acknowledged at its number"
+        );
+    }
+    records
+        .into_iter()
+        .map(|(_, r)| r.sequence_number)
+        .collect()
+}
+
+async fn read_everything_of(
+    client: &mut Client,
+    stream: &str,
+) -> (Vec<(String, pb::Record)>, Vec<String>) {
+    let shard = "shardId-000000000000".to_owned();
+    let position = support::position(pb::ShardIteratorType::TrimHorizon);
+    let mut records = Vec::new();
+    let mut errors = Vec::new();
+    let mut next = support::iterator(client, stream, &shard, position)
+        .await
+        .ok();
+    for _ in 0..10_000 {
+        let Some(shard_iterator) = next.take() else {
+            break;
+        };
+        let request = pb::GetRecordsRequest {
+            shard_iterator,
+            limit: Some(1000),
+        };
+        match client.get_records(request).await {
+            Ok(reply) => {
+                let reply = reply.into_inner();
+                let caught_up = reply.records.is_empty() && reply.millis_behind_latest == 0;
+                records.extend(reply.records.into_iter().map(|r| (shard.clone(), r)));
+                if !caught_up {
+                    next = reply.next_shard_iterator;
+                }
+            }
+            Err(e) => errors.push(e.message().to_owned()),
+        }
+    }
+    (records, errors)
+}
+
+/// Puts `n` more records and checks each is numbered above every acknowledged one.
+fn put_above(server: &Running, acked: &mut Acked, n: u32, ctx: &str) {
+    let top = acked
+        .values()
+        .map(|(_, s)| s.clone())
+        .max_by(|a, b| seq_key(a).cmp(&seq_key(b)));
+    let top = top.unwrap();
+    support::run_async(async {
+        let mut client = server.client().await;
+        for i in 0..n {
+            let data = format!("{ctx}-after-{i}");
+            let reply = support::put(&mut client, "d", "k", data.as_bytes()).await;
+            assert!(
+                seq_key(&reply.sequence_number) > seq_key(&top),
+                "{ctx}: new record numbered {} at or below acknowledged {top}",
+                reply.sequence_number
+            );
+            acked.insert(data.into_bytes(), (reply.shard_id, reply.sequence_number));
+        }
+    });
+}
+
+/// Issue 22, item 13: a flipped byte inside the active segment made recovery drop the
+/// acknowledged records after it and give their numbers to new records.
+#[test]
+fn damage_in_an_active_segment_never_gives_a_number_twice() {
+    const ACTIVE: &[(&str, &str)] = &[
+        ("SLUICE_STORAGE_SEGMENT_SIZE_MAX", "1MiB"),
+        ("SLUICE_STORAGE_INDEX_INTERVAL", "256B"),
+        ("SLUICE_STORAGE_CHECKPOINT_INTERVAL", "16MiB"),
+        ("SLUICE_STORAGE_SEGMENT_AGE_MAX", "never"),
+    ];
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("data");
+    let server = Server::start_with_env(&dir, ACTIVE);
+    let mut acked = put_many(&server, "d", 1, 200, "active");
+    // Killed, so the newest recovery point is far behind and recovery reads the damage.
+    server.kill();
+    let active = shard0_segments(&dir).pop().unwrap();
+    let bytes = std::fs::read(&active).unwrap();
+    let at = bytes.len() / 2;
+    let mut damaged = bytes.clone();
+    damaged[at] ^= 0x20;
+    std::fs::write(&active, &damaged).unwrap();
+    let Start::Up(server) = start_with(&dir, ACTIVE, &[]) else {
+        panic!("did not start after damage in the active segment");
+    };
+    let log = server.log().join("\n");
+    assert!(log.contains("damage in the active segment"), "{log}");
+    assert!(log.contains(&active.file_name().unwrap().to_string_lossy().into_owned()));
+    let read = read_known(&server, &acked, "after damage");
+    assert!(
+        read.len() < 200 && !read.is_empty(),
+        "{} records read",
+        read.len()
+    );
+    // Every lost record is in the bytes set aside, but the one the flip hit.
+    let aside: Vec<u8> = set_aside(&dir)
+        .iter()
+        .flat_map(|p| std::fs::read(p).unwrap())
+        .collect();
+    let lost: Vec<&Vec<u8>> = acked
+        .iter()
+        .filter(|(_, (_, seq))| !read.contains(seq))
+        .map(|(data, _)| data)
+        .collect();
+    let kept = lost
+        .iter()
+        .filter(|d| aside.windows(d.len()).any(|w| w == &d[..]))
+        .count();
+    assert!(
+        kept + 1 >= lost.len(),
+        "{kept} of {} lost records set aside",
+        lost.len()
+    );
+    let lost = lost.len();
+    put_above(&server, &mut acked, 10, "active");
+    let read = read_known(&server, &acked, "after new puts");
+    assert_eq!(read.len(), 200 - lost + 10);
+    drop(server);
+    let Start::Up(server) = start_with(&dir, ACTIVE, &[]) else {
+        panic!("did not restart");
+    };
+    assert_eq!(
+        read_known(&server, &acked, "after a restart").len(),
+        read.len()
+    );
+}
+
+/// Issue 22, item 13: a damaged sealed segment stopped start-up with a clean error and no
+/// way forward but deleting files by hand. `sluice --repair` sets it aside and starts.
+#[test]
+fn repair_sets_damaged_sealed_segments_aside_and_starts() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("data");
+    let server = Server::start_with_env(&dir, ENV);
+    let mut acked = put_many(&server, "d", 1, 300, "sealed");
+    assert!(server.terminate().success());
+    let segments = shard0_segments(&dir);
+    assert!(segments.len() > 8, "{} segments", segments.len());
+    // One sealed segment loses its header and its indexes: start-up cannot describe it.
+    let header_hit = segments[2].clone();
+    let mut bytes = std::fs::read(&header_hit).unwrap();
+    bytes[3] ^= 0xff;
+    std::fs::write(&header_hit, &bytes).unwrap();
+    for ext in ["sidx", "tidx"] {
+        std::fs::remove_file(header_hit.with_extension(ext)).unwrap();
+    }
+    // Another gets a flipped byte in a record: start-up succeeds, reads fail there.
+    let record_hit = segments[5].clone();
+    let mut bytes = std::fs::read(&record_hit).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x20;
+    std::fs::write(&record_hit, &bytes).unwrap();
+    let name = header_hit
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    match start_with(&dir, ENV, &[]) {
+        Start::Failed { code, log } => {
+            let text = log.join("\n");
+            assert_eq!(code, Some(1), "{text}");
+            assert!(
+                text.contains(&name),
+                "the error does not name the file: {text}"
+            );
+            assert!(
+                text.contains("--repair"),
+                "the error does not say what to do: {text}"
+            );
+        }
+        Start::Up(_) => panic!("started on a sealed segment without a header"),
+    }
+    let Start::Up(server) = start_with(&dir, ENV, &["--repair"]) else {
+        panic!("--repair did not start");
+    };
+    let log = server.log().join("\n");
+    assert_eq!(
+        log.matches("repair: sealed segment damaged").count(),
+        2,
+        "{log}"
+    );
+    assert_eq!(set_aside(&dir).len(), 2, "{:?}", set_aside(&dir));
+    let read = read_known(&server, &acked, "after --repair");
+    assert!(
+        read.len() < 300 && read.len() > 250,
+        "{} records read",
+        read.len()
+    );
+    put_above(&server, &mut acked, 10, "repaired");
+    assert!(server_stop(server));
+    let Start::Up(server) = start_with(&dir, ENV, &[]) else {
+        panic!("did not start after the repair");
+    };
+    assert_eq!(
+        read_known(&server, &acked, "after a plain restart").len(),
+        read.len() + 10
+    );
+}
+
+/// Stops a server started by `start_with` with SIGTERM; true on exit status 0.
+fn server_stop(mut server: Running) -> bool {
+    let pid = rustix::process::Pid::from_child(&server.child);
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    support::wait_bounded(&mut server.child, support::EXIT_TIMEOUT).success()
 }

@@ -100,6 +100,17 @@ fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File> {
     }
 }
 
+/// The shard manager's settings, with the shard logs' batch limit raised to hold the
+/// largest batch a put can send one shard: a whole PutRecords request (a batch is written
+/// whole into one segment, never split).
+fn manager_config(config: &BrokerConfig) -> sluice_shards::ManagerConfig {
+    let mut manager = config.manager.clone();
+    let request_max = config.put_records_bytes_max as u64
+        + config.put_records_max as u64 * sluice_storage::frame::FRAME_OVERHEAD_BYTES_MAX as u64;
+    manager.log.batch_bytes_max = manager.log.batch_bytes_max.max(request_max);
+    manager
+}
+
 /// Parses a shard id leniently, as Kinesis does: `shardId-000000000005`, `shardId-5` and
 /// `shard-5` all name shard 5.
 pub fn parse_shard_id(text: &str) -> Option<ShardId> {
@@ -138,7 +149,7 @@ impl Broker {
         let manager = ShardManager::open(
             fs,
             &config.data_dir,
-            config.manager.clone(),
+            manager_config(&config),
             SegmentCache::new(config.segment_cache_capacity),
             now_ms(),
         )?;

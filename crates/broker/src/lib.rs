@@ -32,5 +32,5 @@ pub use consumers::{CONSUMERS_PER_STREAM_MAX, ConsumerRef, ConsumerView};
 pub use error::{Error, Result};
 pub use maintenance::MaintenanceReport;
 pub use sluice_shards::ManagerConfig;
-pub use sluice_storage::{LogConfig, SyncMode, TimestampMs};
+pub use sluice_storage::{LogConfig, SyncMode, SyncfsPolicy, TimestampMs};
 pub use types::*;

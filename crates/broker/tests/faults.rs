@@ -215,3 +215,73 @@ async fn enospc_on_sync_poisons_the_shard_and_a_reopen_recovers() {
 async fn a_crash_after_a_failed_sync_loses_nothing_acknowledged() {
     failed_sync(ErrorKind::Other, true).await;
 }
+
+/// Issue 22, items 4 and 5: a segment roll that failed to open a file (EMFILE while
+/// descriptors were exhausted) poisoned the shard as if a sync had failed, every later put
+/// failed until a restart, and shutdown exited with an error; and the PutRecords that asked
+/// for the roll got InternalFailure for all its records although its first ones had been
+/// written and synced, readable at once and after a restart. A failed open now fails only
+/// that put, which leaves no record behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_open_in_a_roll_fails_the_whole_put_and_poisons_nothing() {
+    let mut failed = 0;
+    for k in 0..8 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = BrokerConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..BrokerConfig::default()
+        };
+        config.manager.log.segment_bytes_max = 4096;
+        let fs = SimFs::new();
+        let broker = open(&config, &fs);
+        broker
+            .create_stream(CreateStream::new("s", 1))
+            .await
+            .unwrap();
+        let record = |name: &str| PutRecordInput {
+            partition_key: "k".into(),
+            explicit_hash_key: None,
+            data: Bytes::from(format!("{name:-<1000}")),
+        };
+        // One 1,033-byte frame written: two more fit in the 4 KiB segment, not five.
+        broker.put_record("s", record("first")).await.unwrap();
+        let five: Vec<_> = (0..5).map(|i| record(&format!("batch-{i}"))).collect();
+        fs.fail_nth_open(k, ErrorKind::Other);
+        let out = broker.put_records("s", five).await.unwrap();
+        fs.clear_faults();
+        assert!(
+            [0, 5].contains(&out.failed_record_count),
+            "open {k}: {} of 5 failed",
+            out.failed_record_count
+        );
+        for r in &out.records {
+            if let sluice_broker::PutRecordsEntry::Failed { error_message, .. } = r {
+                assert!(
+                    !error_message.contains("poisoned"),
+                    "open {k}: {error_message}"
+                );
+            }
+        }
+        failed += usize::from(out.failed_record_count == 5);
+        let want = if out.failed_record_count == 5 { 1 } else { 6 };
+        let batch_read = |read: &[(String, String)]| {
+            read.iter().filter(|(d, _)| d.starts_with("batch-")).count()
+        };
+        let read = read_shard(&broker, 0).await;
+        assert_eq!(
+            read.len(),
+            want,
+            "open {k}: records of a failed put are readable"
+        );
+        // The shard takes puts again and shuts down cleanly.
+        broker.put_record("s", record("later")).await.unwrap();
+        broker.shutdown().await.unwrap();
+        drop(broker);
+        fs.crash(CrashMode::KeepWritten);
+        let broker = open(&config, &fs);
+        let read = read_shard(&broker, 0).await;
+        assert_eq!(read.len(), want + 1, "open {k}: after a restart");
+        assert_eq!(batch_read(&read), want - 1, "open {k}: after a restart");
+    }
+    assert!(failed > 0, "no open of the roll failed");
+}

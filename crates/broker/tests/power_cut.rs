@@ -2,8 +2,9 @@
 //! Power cuts under concurrent puts, through the broker's whole write path (route, write,
 //! the per-shard sync drivers that wake waiting puts), on a simulated disk: after the
 //! machine loses every unsynced write, each acknowledged record is there exactly once at
-//! its sequence number. SIGKILL tests cannot see an early acknowledgement (the page cache
-//! survives a killed process); these can.
+//! its sequence number, and a request whose records all went to one shard (one key) is
+//! there whole or not at all, acknowledged or not. SIGKILL tests cannot see an early
+//! acknowledgement (the page cache survives a killed process); these can.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,17 +24,30 @@ fn open(config: &BrokerConfig, fs: &SimFs) -> Arc<Broker> {
 
 /// data -> (shard id, sequence number) of every acknowledged record.
 type Acked = Arc<Mutex<HashMap<String, (String, String)>>>;
+/// The data of every request sent whose records share one key (one shard, one batch).
+type OneShard = Arc<Mutex<Vec<Vec<String>>>>;
 
-async fn produce(broker: Arc<Broker>, acked: Acked, producer: usize) {
+async fn produce(broker: Arc<Broker>, acked: Acked, one_shard: OneShard, producer: usize) {
     for i in 0..10_000 {
-        let batch = 1 + (producer + i) % 3;
+        let batch = 1 + (producer + i) % 5;
+        // Every other request puts all its records under one key: one shard's batch.
+        let same_key = i % 2 == 0;
         let inputs: Vec<PutRecordInput> = (0..batch)
             .map(|j| PutRecordInput {
-                partition_key: format!("p{producer}-{i}-{j}"),
+                partition_key: match same_key {
+                    true => format!("p{producer}-{i}"),
+                    false => format!("p{producer}-{i}-{j}"),
+                },
                 explicit_hash_key: None,
                 data: Bytes::from(format!("p{producer}-r{i}-{j}")),
             })
             .collect();
+        if same_key {
+            let data = inputs
+                .iter()
+                .map(|r| String::from_utf8(r.data.to_vec()).unwrap());
+            one_shard.lock().unwrap().push(data.collect());
+        }
         let Ok(out) = broker.put_records("s", inputs.clone()).await else {
             return;
         };
@@ -112,6 +126,7 @@ fn acknowledged_puts_survive_a_power_cut_at_any_moment() {
         let fs = SimFs::new();
         let broker = open(&config, &fs);
         let acked: Acked = Arc::default();
+        let one_shard: OneShard = Arc::default();
         let writing = runtime();
         writing.block_on(async {
             broker
@@ -124,7 +139,7 @@ fn acknowledged_puts_survive_a_power_cut_at_any_moment() {
             let ops = 20 + rng.below(400);
             fs.power_cut_after(ops, Some(rng.below(200) as usize));
             let tasks: Vec<_> = (0..PRODUCERS)
-                .map(|p| tokio::spawn(produce(broker.clone(), acked.clone(), p)))
+                .map(|p| tokio::spawn(produce(broker.clone(), acked.clone(), one_shard.clone(), p)))
                 .collect();
             for t in tasks {
                 t.await.unwrap();
@@ -144,6 +159,14 @@ fn acknowledged_puts_survive_a_power_cut_at_any_moment() {
                 at.map(Vec::as_slice),
                 Some(&[(shard.clone(), seq.clone())][..]),
                 "scenario {scenario}: acknowledged {data} lost, moved or duplicated"
+            );
+        }
+        for request in one_shard.lock().unwrap().iter() {
+            let present = request.iter().filter(|d| found.contains_key(*d)).count();
+            assert!(
+                present == 0 || present == request.len(),
+                "scenario {scenario}: {present} of the {} records of one request survived",
+                request.len()
             );
         }
         acked_total += acked.len();

@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sluice_broker::{BrokerConfig, LogConfig, ManagerConfig, SyncMode};
+use sluice_broker::{BrokerConfig, LogConfig, ManagerConfig, SyncMode, SyncfsPolicy};
 
 use crate::human::{ByteSize, Millis, MillisOrNever};
 
@@ -127,6 +127,21 @@ pub struct StorageSection {
     /// Shards that may run their own `fdatasync` at once; past that, waiting shards share
     /// one `syncfs` of the data directory's file system. Default 4; 0 = never `syncfs`.
     pub sync_coalesce_after: usize,
+    /// Whether that shared sync may be a `syncfs`: `auto` (default) only on file systems
+    /// known to flush data with it (ext4, xfs, btrfs), `always`, or `never`.
+    pub syncfs: SyncfsName,
+}
+
+/// `storage.syncfs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncfsName {
+    /// Only where the data directory's file system is known to flush data with `syncfs`.
+    Auto,
+    /// On any file system (the operator vouches for it).
+    Always,
+    /// Never: one `fdatasync` per shard.
+    Never,
 }
 
 /// `storage.sync_mode`.
@@ -238,6 +253,7 @@ impl Default for StorageSection {
             journal_compact_size: ByteSize(1 << 20),
             segment_cache_capacity: 1024,
             sync_coalesce_after: 4,
+            syncfs: SyncfsName::Auto,
         }
     }
 }
@@ -316,6 +332,11 @@ impl Config {
             shard_count_updates_per_day_max: limits.shard_count_updates_per_day_max,
             journal_compact_bytes: storage.journal_compact_size.0,
             sync_coalesce_after: storage.sync_coalesce_after,
+            syncfs: match storage.syncfs {
+                SyncfsName::Auto => SyncfsPolicy::Auto,
+                SyncfsName::Always => SyncfsPolicy::Always,
+                SyncfsName::Never => SyncfsPolicy::Never,
+            },
             log,
         };
         Ok(BrokerConfig {

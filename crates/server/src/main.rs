@@ -63,6 +63,12 @@ struct Args {
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
+    /// Check every segment of every shard at start-up (reads the whole data directory)
+    /// and set a damaged one aside instead of refusing to start: its bytes are copied to
+    /// `<data-dir>/lost+found/`, its good records kept, and its lost sequence numbers
+    /// recorded as a gap that reads skip and no new record takes. Logs what it did.
+    #[arg(long)]
+    repair: bool,
 }
 
 fn main() -> ExitCode {
@@ -85,10 +91,11 @@ fn main() -> ExitCode {
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
     }
-    let broker_config = match config.broker_config() {
+    let mut broker_config = match config.broker_config() {
         Ok(c) => c,
         Err(e) => return usage_error(&e),
     };
+    broker_config.manager.log.repair = args.repair;
     if args.print_config {
         print!("{}", config.to_toml());
         return ExitCode::SUCCESS;

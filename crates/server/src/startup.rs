@@ -125,10 +125,21 @@ async fn open_broker(config: &Config, broker_config: BrokerConfig) -> anyhow::Re
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("data directory {} is unusable", data_dir.display()))?;
     let started = std::time::Instant::now();
+    let repair = broker_config.manager.log.repair;
+    if repair {
+        tracing::warn!(data_dir = %data_dir.display(), "repair: checking every segment of every shard; damaged ones are set aside in lost+found");
+    }
     let broker = tokio::task::spawn_blocking(move || Broker::open(broker_config))
         .await
         .context("opening the broker panicked")?
-        .with_context(|| format!("cannot open the data directory {}", data_dir.display()))?;
+        .with_context(|| {
+            let hint = if repair {
+                ""
+            } else {
+                " (if a shard log is damaged, `sluice --repair` sets the damaged segment aside and starts)"
+            };
+            format!("cannot open the data directory {}{hint}", data_dir.display())
+        })?;
     tracing::info!(
         data_dir = %data_dir.display(),
         elapsed_ms = started.elapsed().as_millis(),

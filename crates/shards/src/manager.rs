@@ -36,7 +36,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
 
 use sluice_storage::fs::FileSystem;
-use sluice_storage::{Log, LogConfig, SegmentCache, SyncScheduler, TimestampMs};
+use sluice_storage::{
+    Log, LogConfig, RecoveryStats, SegmentCache, SyncScheduler, SyncfsPolicy, TimestampMs,
+};
 
 use crate::catalogue::{Catalogue, Event};
 use crate::error::{Error, Result};
@@ -74,6 +76,9 @@ pub struct ManagerConfig {
     /// one `syncfs` of the data directory's file system (see
     /// [`sluice_storage::SyncScheduler`]). 0 = always one `fdatasync` per log. Default 4.
     pub sync_coalesce_after: usize,
+    /// Whether that shared sync may be a `syncfs`: by default only on file systems known to
+    /// flush data with it (ext4, xfs, btrfs). Default [`SyncfsPolicy::Auto`].
+    pub syncfs: SyncfsPolicy,
     /// Template for every shard log; `record_bytes_max` is set per stream from its
     /// `MaxRecordSizeInKiB`.
     pub log: LogConfig,
@@ -178,6 +183,7 @@ impl Default for ManagerConfig {
             shard_count_updates_per_day_max: 10,
             journal_compact_bytes: 1 << 20,
             sync_coalesce_after: 4,
+            syncfs: SyncfsPolicy::Auto,
             log: LogConfig::default(),
         }
     }
@@ -207,11 +213,15 @@ impl ShardManager {
     pub fn open(
         fs: Arc<dyn FileSystem>,
         data_dir: &Path,
-        config: ManagerConfig,
+        mut config: ManagerConfig,
         cache: Arc<SegmentCache>,
         now: TimestampMs,
     ) -> Result<ShardManager> {
         config.log.validate()?;
+        // Bytes a shard log drops as damaged are copied here, beside set-aside shards.
+        if config.log.set_aside_dir.is_none() {
+            config.log.set_aside_dir = Some(data_dir.join(LOST_FOUND_DIR));
+        }
         let recovered = journal::recover(&fs, &data_dir.join("meta"))?;
         if recovered.truncated_bytes > 0 || recovered.replayed > 0 {
             tracing::info!(
@@ -224,10 +234,12 @@ impl ShardManager {
         let streams_dir = data_dir.join("streams");
         fs.create_dir_all(&streams_dir)
             .map_err(|e| Error::io(&streams_dir, e))?;
+        let syncer =
+            SyncScheduler::for_data_dir(&*fs, data_dir, config.sync_coalesce_after, config.syncfs);
         let manager = ShardManager {
             fs,
             streams_dir,
-            syncer: SyncScheduler::new(config.sync_coalesce_after),
+            syncer,
             config,
             cache,
             inner: RwLock::new(Inner {
@@ -245,9 +257,16 @@ impl ShardManager {
                 let logs = manager.open_stream_logs(&inner.catalogue, uid)?;
                 inner.runtime.insert(uid, logs);
             }
+            log_recovery_summary(&inner);
         }
         manager.tick(now)?;
         Ok(manager)
+    }
+
+    /// Whether this data directory's shared syncs may be one `syncfs` (see
+    /// [`ManagerConfig::syncfs`]).
+    pub fn sync_uses_syncfs(&self) -> bool {
+        self.syncer.uses_syncfs()
     }
 
     /// Every live (not expired) shard log, with its stream's name and retention hours, in
@@ -1441,6 +1460,45 @@ impl StreamLogs {
             self.route_logs.len(),
             self.routes.ids().len(),
             "every open shard has a log"
+        );
+    }
+}
+
+/// Logs what recovering the shard logs did, once for the whole data directory: at error
+/// level when any log found damage.
+fn log_recovery_summary(inner: &Inner) {
+    let logs: Vec<&Arc<Log>> = inner
+        .runtime
+        .values()
+        .flat_map(|r| r.logs.values())
+        .collect();
+    let mut total = RecoveryStats::default();
+    let mut damaged = 0;
+    for log in &logs {
+        let s = log.recovery_stats();
+        damaged += usize::from(s.found_damage());
+        total.scanned_bytes += s.scanned_bytes;
+        total.truncated_bytes += s.truncated_bytes;
+        total.damaged_bytes += s.damaged_bytes;
+        total.sequences_skipped += s.sequences_skipped;
+        total.segments_repaired += s.segments_repaired;
+    }
+    if damaged > 0 {
+        tracing::error!(
+            shards = logs.len(),
+            shards_damaged = damaged,
+            damaged_bytes = total.damaged_bytes,
+            sequences_skipped = total.sequences_skipped,
+            segments_repaired = total.segments_repaired,
+            truncated_bytes = total.truncated_bytes,
+            "shard logs recovered with damage: see the errors above for each file; the damaged bytes are in lost+found"
+        );
+    } else {
+        tracing::info!(
+            shards = logs.len(),
+            scanned_bytes = total.scanned_bytes,
+            truncated_bytes = total.truncated_bytes,
+            "shard logs recovered"
         );
     }
 }

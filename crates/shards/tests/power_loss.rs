@@ -7,8 +7,9 @@
 //!
 //! After every recovery: the reopen succeeds; every acknowledged record is read once, in
 //! the shard and at the sequence it was acknowledged with, byte for byte; every record read
-//! is one that was sent, whole; reading parents before children, each key's records come
-//! in the order they were sent; every shard an acknowledged change made is there with the
+//! is one that was sent, whole; every append (one shard's part of a put) is there whole or
+//! not at all; reading parents before children, each key's records come in the order they
+//! were sent; every shard an acknowledged change made is there with the
 //! same range, parents and starting sequence (and ending sequence once closed); open
 //! shards tile the hash-key space; shard directories match the catalogue; and the manager
 //! takes a put and a reshard.
@@ -74,6 +75,8 @@ struct Acked {
     records: BTreeMap<u64, (ShardId, SeqNo)>,
     shards: BTreeMap<ShardId, ShardInfo>,
     sent: u64,
+    /// The record numbers of every append tried, acknowledged or not.
+    batches: Vec<Vec<u64>>,
 }
 
 fn now(step: u64) -> TimestampMs {
@@ -109,6 +112,7 @@ fn put(m: &ShardManager, acked: &mut Acked, count: u64, t: TimestampMs) -> bool 
             .collect();
         // A sealed shard (a reshard won the race) just fails these records here; the
         // scenario sends the next ones as new records, as a client would.
+        acked.batches.push(ns.clone());
         let Ok(a) = log.append(&records, t) else {
             return false;
         };
@@ -214,6 +218,14 @@ fn check(fs: &SimFs, m: &ShardManager, acked: &Acked, t: TimestampMs, ctx: &str)
     }
     for n in acked.records.keys() {
         assert!(seen.contains(n), "{ctx}: acknowledged record {n} lost");
+    }
+    for batch in &acked.batches {
+        let present = batch.iter().filter(|n| seen.contains(n)).count();
+        assert!(
+            present == 0 || present == batch.len(),
+            "{ctx}: {present} of the {} records of one append survived",
+            batch.len()
+        );
     }
     let d = m.describe_stream(STREAM, t).unwrap();
     for (id, known) in &acked.shards {

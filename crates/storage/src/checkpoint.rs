@@ -6,14 +6,16 @@
 //! | offset | width | field |
 //! |-------:|------:|-------|
 //! | 0  | 8 | magic `SLUICKPT` |
-//! | 8  | 4 | format version (1) |
+//! | 8  | 4 | format version (2; version 1 is read, never written) |
 //! | 12 | 4 | reserved, zero |
-//! | 16 + 48·s | 48 | slot `s` (0 or 1) |
+//! | 16 + 56·s | 56 | slot `s` (0 or 1) |
 //!
-//! Slot: generation u64, active segment base u64, byte position u64 (everything before it
-//! in that segment is durable and its index entries are in the index files), next sequence
-//! u64, last timestamp ms u64 (`u64::MAX` = no record yet), CRC32C of the 40 bytes before it
-//! u32, reserved u32. The valid slot with the highest generation wins.
+//! Slot (version 2): generation u64, active segment base u64, byte position u64
+//! (everything before it in that segment is durable, ends a batch, and its index entries
+//! are in the index files), next sequence u64, last timestamp ms u64 (`u64::MAX` = no
+//! record yet), sequence reservation u64 (every sequence ever acknowledged is below it),
+//! CRC32C of the 48 bytes before it u32, reserved u32. The valid slot with the highest
+//! generation wins. Version 1 slots are 48 bytes, without the reservation.
 //!
 //! Seal marker (`sealed`), written to a temporary name, synced and renamed: magic
 //! `SLUISEAL` (8), version u32, reserved u32, next sequence at the seal u64, CRC32C of bytes
@@ -25,15 +27,26 @@ use crate::types::{SeqNo, TimestampMs};
 
 const CKPT_MAGIC: &[u8; 8] = b"SLUICKPT";
 const SEAL_MAGIC: &[u8; 8] = b"SLUISEAL";
+/// The checkpoint format version written.
+pub const CKPT_VERSION: u32 = 2;
+/// The first checkpoint format, without the sequence reservation; still read.
+const CKPT_VERSION_1: u32 = 1;
 /// Bytes of the checkpoint file header.
 pub const CKPT_HEADER_BYTES: usize = 16;
 /// Bytes of a checkpoint slot.
-pub const CKPT_SLOT_BYTES: usize = 48;
+pub const CKPT_SLOT_BYTES: usize = 56;
+const CKPT_SLOT_BYTES_V1: usize = 48;
+/// Bytes of the slot covered by its CRC.
+const SLOT_BODY_BYTES: usize = 48;
+const SLOT_BODY_BYTES_V1: usize = 40;
 /// Bytes of the whole checkpoint file.
 pub const CKPT_FILE_BYTES: usize = CKPT_HEADER_BYTES + 2 * CKPT_SLOT_BYTES;
 /// Bytes of the seal marker.
 pub const SEAL_BYTES: usize = 32;
 const NO_TIMESTAMP: u64 = u64::MAX;
+
+const _: () = assert!(SLOT_BODY_BYTES + 8 == CKPT_SLOT_BYTES);
+const _: () = assert!(SLOT_BODY_BYTES_V1 + 8 == CKPT_SLOT_BYTES_V1);
 
 /// A recovery point.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +61,19 @@ pub struct Checkpoint {
     pub next_seq: SeqNo,
     /// The newest timestamp before `position`, if any record exists.
     pub last_ts: Option<TimestampMs>,
+    /// Every sequence ever acknowledged is below this (0 when read from a version 1 file,
+    /// which did not keep one).
+    pub seq_reserved: SeqNo,
+}
+
+/// A decoded checkpoint file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointFile {
+    /// Its newest valid slot, if any.
+    pub newest: Option<Checkpoint>,
+    /// Its format version: a file of another version than [`CKPT_VERSION`] is replaced
+    /// before a slot is written into it.
+    pub version: u32,
 }
 
 impl Checkpoint {
@@ -65,8 +91,9 @@ impl Checkpoint {
         out[24..32].copy_from_slice(&self.next_seq.0.to_le_bytes());
         let ts = self.last_ts.map_or(NO_TIMESTAMP, |t| t.0);
         out[32..40].copy_from_slice(&ts.to_le_bytes());
-        let crc = crc32c::crc32c(&out[..40]);
-        out[40..44].copy_from_slice(&crc.to_le_bytes());
+        out[40..48].copy_from_slice(&self.seq_reserved.0.to_le_bytes());
+        let crc = crc32c::crc32c(&out[..SLOT_BODY_BYTES]);
+        out[SLOT_BODY_BYTES..SLOT_BODY_BYTES + 4].copy_from_slice(&crc.to_le_bytes());
         out
     }
 
@@ -74,13 +101,19 @@ impl Checkpoint {
     pub fn encode_file_header() -> [u8; CKPT_HEADER_BYTES] {
         let mut out = [0u8; CKPT_HEADER_BYTES];
         out[..8].copy_from_slice(CKPT_MAGIC);
-        out[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out[8..12].copy_from_slice(&CKPT_VERSION.to_le_bytes());
         out
     }
 
     /// Decodes the newest valid slot of a checkpoint file; `Ok(None)` if no slot is valid.
     /// A bad file header (not a torn slot) is an error.
+    #[cfg(test)]
     pub fn decode_file(bytes: &[u8]) -> Result<Option<Checkpoint>, String> {
+        Checkpoint::decode_file_versioned(bytes).map(|f| f.newest)
+    }
+
+    /// [`Checkpoint::decode_file`], also telling the file's format version.
+    pub fn decode_file_versioned(bytes: &[u8]) -> Result<CheckpointFile, String> {
         let header = bytes
             .get(..CKPT_HEADER_BYTES)
             .ok_or("checkpoint shorter than its header")?;
@@ -88,31 +121,39 @@ impl Checkpoint {
             return Err("bad checkpoint magic number".into());
         }
         let version = read_u32(header, 8).unwrap_or_default();
-        if version != FORMAT_VERSION {
-            return Err(format!("unknown checkpoint format version {version}"));
-        }
-        let best = (0..2)
+        let (slot_bytes, body_bytes) = match version {
+            CKPT_VERSION => (CKPT_SLOT_BYTES, SLOT_BODY_BYTES),
+            CKPT_VERSION_1 => (CKPT_SLOT_BYTES_V1, SLOT_BODY_BYTES_V1),
+            other => return Err(format!("unknown checkpoint format version {other}")),
+        };
+        let newest = (0..2)
             .filter_map(|s| {
-                let at = CKPT_HEADER_BYTES + s * CKPT_SLOT_BYTES;
-                decode_slot(bytes.get(at..at + CKPT_SLOT_BYTES)?)
+                let at = CKPT_HEADER_BYTES + s * slot_bytes;
+                decode_slot(bytes.get(at..at + slot_bytes)?, body_bytes)
             })
             .max_by_key(|c| c.generation);
-        Ok(best)
+        Ok(CheckpointFile { newest, version })
     }
 }
 
-fn decode_slot(slot: &[u8]) -> Option<Checkpoint> {
-    let crc = read_u32(slot, 40)?;
-    if crc != crc32c::crc32c(slot.get(..40)?) {
+fn decode_slot(slot: &[u8], body_bytes: usize) -> Option<Checkpoint> {
+    let crc = read_u32(slot, body_bytes)?;
+    if crc != crc32c::crc32c(slot.get(..body_bytes)?) {
         return None;
     }
     let ts = read_u64(slot, 32)?;
+    let seq_reserved = if body_bytes == SLOT_BODY_BYTES {
+        read_u64(slot, 40)?
+    } else {
+        0
+    };
     Some(Checkpoint {
         generation: read_u64(slot, 0)?,
         base: SeqNo(read_u64(slot, 8)?),
         position: read_u64(slot, 16)?,
         next_seq: SeqNo(read_u64(slot, 24)?),
         last_ts: (ts != NO_TIMESTAMP).then_some(TimestampMs(ts)),
+        seq_reserved: SeqNo(seq_reserved),
     })
 }
 
@@ -164,6 +205,7 @@ mod tests {
             position: 4096,
             next_seq: SeqNo(20 + generation),
             last_ts: Some(TimestampMs(5)),
+            seq_reserved: SeqNo(1000 + generation),
         }
     }
 
@@ -179,12 +221,41 @@ mod tests {
         let at = ckpt(5).slot_offset() as usize + 3;
         f[at] ^= 1;
         assert_eq!(Checkpoint::decode_file(&f), Ok(Some(ckpt(4))));
+        // The reservation is covered by the CRC too.
+        let mut f = file_with(&[ckpt(4), ckpt(5)]);
+        f[ckpt(5).slot_offset() as usize + 41] ^= 1;
+        assert_eq!(Checkpoint::decode_file(&f), Ok(Some(ckpt(4))));
     }
 
     #[test]
     fn no_valid_slot_is_none_and_bad_magic_is_an_error() {
         assert_eq!(Checkpoint::decode_file(&file_with(&[])), Ok(None));
         assert!(Checkpoint::decode_file(&[0u8; CKPT_FILE_BYTES]).is_err());
+    }
+
+    #[test]
+    fn a_version_1_file_is_read_without_a_reservation() {
+        // The first format: 48-byte slots, CRC over 40 bytes.
+        let mut f = vec![0u8; CKPT_HEADER_BYTES + 2 * CKPT_SLOT_BYTES_V1];
+        f[..8].copy_from_slice(CKPT_MAGIC);
+        f[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let c = ckpt(3);
+        let v2 = c.encode_slot();
+        let mut v1 = [0u8; CKPT_SLOT_BYTES_V1];
+        v1[..40].copy_from_slice(&v2[..40]);
+        let crc = crc32c::crc32c(&v1[..40]);
+        v1[40..44].copy_from_slice(&crc.to_le_bytes());
+        let at = CKPT_HEADER_BYTES + CKPT_SLOT_BYTES_V1;
+        f[at..at + CKPT_SLOT_BYTES_V1].copy_from_slice(&v1);
+        let read = Checkpoint::decode_file_versioned(&f).unwrap();
+        assert_eq!(read.version, 1);
+        assert_eq!(
+            read.newest,
+            Some(Checkpoint {
+                seq_reserved: SeqNo(0),
+                ..c
+            })
+        );
     }
 
     #[test]

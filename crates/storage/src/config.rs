@@ -1,7 +1,9 @@
 //! Settings of a shard log.
 
+use std::path::PathBuf;
+
 use crate::error::{Error, Result};
-use crate::frame::DATA_BYTES_LIMIT;
+use crate::frame::{DATA_BYTES_LIMIT, FRAME_OVERHEAD_BYTES_MAX, KEY_BYTES_LIMIT};
 
 /// When appends become durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +34,26 @@ pub struct LogConfig {
     pub checkpoint_interval_bytes: u64,
     /// When appends are acknowledged. Default [`SyncMode::Always`].
     pub sync: SyncMode,
+    /// The largest batch one append may write, in encoded bytes (frames included). A batch
+    /// is never split across segments, so a segment may pass `segment_bytes_max` by up to
+    /// this much. Default 16 MiB (a 10 MiB record with the largest key fits); at least
+    /// one such frame of `record_bytes_max`, at most 1 GiB.
+    pub batch_bytes_max: u64,
+    /// Sequences reserved ahead in each recovery point: the checkpoint always holds a
+    /// bound above every sequence acknowledged, raised by this much whenever it is
+    /// written, so damage found at recovery never leads to a number given twice. Default
+    /// 2^20; at least 1.
+    pub seq_reserve: u64,
+    /// Where recovery copies bytes it had to drop as damaged, for inspection: the data
+    /// directory's `lost+found/`. Files are named after the log's directory and its parent
+    /// (`<parent>-<dir>-<segment base>-from-<offset>.damaged`). `None` (default): beside the
+    /// segment, as `<segment>.damaged-from-<offset>`.
+    pub set_aside_dir: Option<PathBuf>,
+    /// Check every segment at open (the active one from its start, not from the recovery
+    /// point), and set a damaged sealed one aside instead of failing or serving errors:
+    /// its bytes are copied out, its good records kept, and the rest recorded as a gap in
+    /// the sequence. Slow (reads the whole log). Default false; the server's `--repair`.
+    pub repair: bool,
 }
 
 impl Default for LogConfig {
@@ -43,6 +65,10 @@ impl Default for LogConfig {
             index_interval_bytes: 16 * 1024,
             checkpoint_interval_bytes: 16 * 1024 * 1024,
             sync: SyncMode::Always,
+            batch_bytes_max: 16 * 1024 * 1024,
+            seq_reserve: 1 << 20,
+            set_aside_dir: None,
+            repair: false,
         }
     }
 }
@@ -78,7 +104,23 @@ impl LogConfig {
         if let SyncMode::Interval { interval_ms: 0 } = self.sync {
             return bad("sync interval must be positive".into());
         }
+        let frame_max = (FRAME_OVERHEAD_BYTES_MAX + KEY_BYTES_LIMIT + self.record_bytes_max) as u64;
+        if !(frame_max..=1 << 30).contains(&self.batch_bytes_max) {
+            return bad(format!(
+                "batch_bytes_max {} is outside {frame_max} (one largest record) ..= 1 GiB",
+                self.batch_bytes_max
+            ));
+        }
+        if self.seq_reserve == 0 {
+            return bad("seq_reserve must be positive".into());
+        }
         Ok(())
+    }
+
+    /// The length of the active segment's mapping: the largest size the segment can reach
+    /// (one batch past `segment_bytes_max`), so it never needs remapping.
+    pub(crate) fn map_capacity(&self) -> u64 {
+        self.segment_bytes_max + self.batch_bytes_max
     }
 }
 
@@ -108,6 +150,17 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("record_bytes_max")
+        );
+        let c = LogConfig {
+            record_bytes_max: 10 << 20,
+            batch_bytes_max: 10 << 20,
+            ..LogConfig::default()
+        };
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("batch_bytes_max")
         );
     }
 }

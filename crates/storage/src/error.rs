@@ -35,6 +35,15 @@ pub enum Error {
         /// The underlying error.
         source: io::Error,
     },
+    /// A sync (`fdatasync`, `syncfs`, or a directory's `fsync`) failed: the kernel may
+    /// have dropped the bytes it was to write, so the log poisons itself.
+    #[error("sync failed on {}: {source}", path.display())]
+    SyncFailed {
+        /// The file or directory being synced.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
     /// A sync failed earlier, so what the kernel holds can no longer be trusted: the log
     /// refuses writes until it is reopened (the sync is never retried).
     #[error("log {} is poisoned by an earlier failed sync ({reason}); reopen it", path.display())]
@@ -74,6 +83,14 @@ impl Error {
             Error::Full { path, source }
         } else {
             Error::Io { path, source }
+        }
+    }
+
+    /// Wraps the error of a failed sync: the caller must poison its log.
+    pub(crate) fn sync(path: impl Into<PathBuf>, source: io::Error) -> Error {
+        Error::SyncFailed {
+            path: path.into(),
+            source,
         }
     }
 

@@ -9,7 +9,7 @@
 //! | 8  | 8  | sequence |
 //! | 16 | 8  | arrival timestamp, ms since the epoch |
 //! | 24 | 2  | partition key length |
-//! | 26 | 1  | flags: bit 0 = explicit hash key present; other bits zero |
+//! | 26 | 1  | flags: bit 0 = explicit hash key present; bit 1 = more frames of this batch follow; other bits zero |
 //! | 27 | 1  | reserved, zero |
 //! | 28 | 4  | data length |
 //! | 32 | 16 | explicit hash key, big-endian (only when flag bit 0 is set) |
@@ -17,6 +17,11 @@
 //!
 //! The CRC covers everything after itself, so a torn write, a flipped bit or a frame
 //! pointing past the end are all detected before a byte of it is handed out.
+//!
+//! Batches: the frames of one append are written together, and every frame but the last
+//! has flag bit 1 set. Recovery keeps a batch only when its last frame (bit 1 clear) is
+//! there, so a write cut short never leaves part of a batch behind. Frames written before
+//! the bit existed have it clear: each reads as a complete batch of one record.
 
 use crate::types::{Record, RecordIn, SeqNo, TimestampMs};
 
@@ -34,6 +39,8 @@ pub const FRAME_HEADER_BYTES: usize = 32;
 const BODY_FIXED_BYTES: usize = FRAME_HEADER_BYTES - OFF_SEQ;
 const HASH_KEY_BYTES: usize = 16;
 const FLAG_HASH_KEY: u8 = 1;
+const FLAG_MORE: u8 = 2;
+const FLAGS_KNOWN: u8 = FLAG_HASH_KEY | FLAG_MORE;
 
 /// The largest payload the format can carry (10 MiB, Kinesis's largest record size).
 pub const DATA_BYTES_LIMIT: usize = 10 * 1024 * 1024;
@@ -42,6 +49,10 @@ pub const KEY_BYTES_LIMIT: usize = u16::MAX as usize;
 /// The largest frame the decoder accepts; anything longer is damage.
 pub const FRAME_BYTES_LIMIT: usize =
     FRAME_HEADER_BYTES + HASH_KEY_BYTES + KEY_BYTES_LIMIT + DATA_BYTES_LIMIT;
+
+/// The most bytes a frame adds to its record's key and data: what bounds a batch's size
+/// from the sizes its records are checked against.
+pub const FRAME_OVERHEAD_BYTES_MAX: usize = FRAME_HEADER_BYTES + HASH_KEY_BYTES;
 
 const _: () = assert!(OFF_DATA_LEN + 4 == FRAME_HEADER_BYTES);
 const _: () = assert!(FRAME_BYTES_LIMIT < u32::MAX as usize);
@@ -68,6 +79,8 @@ pub struct FrameRef<'a> {
     pub explicit_hash_key: Option<[u8; 16]>,
     /// The payload.
     pub data: &'a [u8],
+    /// Whether more frames of the same batch follow this one (flag bit 1).
+    pub more: bool,
     /// Total bytes of the frame, header included.
     pub frame_len: usize,
 }
@@ -97,8 +110,21 @@ pub fn encoded_len(record: &RecordIn<'_>) -> usize {
         + record.data.len()
 }
 
-/// Appends the frame of `record` to `out`. The caller has checked the size limits.
+/// Appends the frame of `record`, a batch of its own, to `out`. The caller has checked the
+/// size limits.
 pub fn encode(record: &RecordIn<'_>, seq: SeqNo, timestamp: TimestampMs, out: &mut Vec<u8>) {
+    encode_in_batch(record, seq, timestamp, false, out);
+}
+
+/// Appends the frame of `record` to `out`, marked as followed by more frames of its batch
+/// when `more` (every frame of a batch but the last). The caller has checked the limits.
+pub fn encode_in_batch(
+    record: &RecordIn<'_>,
+    seq: SeqNo,
+    timestamp: TimestampMs,
+    more: bool,
+    out: &mut Vec<u8>,
+) {
     assert!(record.partition_key.len() <= KEY_BYTES_LIMIT);
     assert!(record.data.len() <= DATA_BYTES_LIMIT);
     let start = out.len();
@@ -110,11 +136,14 @@ pub fn encode(record: &RecordIn<'_>, seq: SeqNo, timestamp: TimestampMs, out: &m
     out.extend_from_slice(&seq.0.to_le_bytes());
     out.extend_from_slice(&timestamp.0.to_le_bytes());
     out.extend_from_slice(&(record.partition_key.len() as u16).to_le_bytes());
-    let flags = if record.explicit_hash_key.is_some() {
+    let mut flags = if record.explicit_hash_key.is_some() {
         FLAG_HASH_KEY
     } else {
         0
     };
+    if more {
+        flags |= FLAG_MORE;
+    }
     out.push(flags);
     out.push(0);
     out.extend_from_slice(&(record.data.len() as u32).to_le_bytes());
@@ -156,7 +185,7 @@ fn decode_checked(frame: &[u8], frame_len: usize) -> Result<FrameRef<'_>, FrameE
     let timestamp = read_u64(frame, OFF_TIMESTAMP).ok_or_else(|| invalid("short header"))?;
     let key_len = read_u16(frame, OFF_KEY_LEN).ok_or_else(|| invalid("short header"))? as usize;
     let flags = frame[OFF_FLAGS];
-    if flags & !FLAG_HASH_KEY != 0 || frame[OFF_RESERVED] != 0 {
+    if flags & !FLAGS_KNOWN != 0 || frame[OFF_RESERVED] != 0 {
         return Err(invalid("unknown flags"));
     }
     let data_len = read_u32(frame, OFF_DATA_LEN).ok_or_else(|| invalid("short header"))? as usize;
@@ -180,8 +209,56 @@ fn decode_checked(frame: &[u8], frame_len: usize) -> Result<FrameRef<'_>, FrameE
         partition_key: &frame[pos..pos + key_len],
         explicit_hash_key,
         data: &frame[pos + key_len..frame_len],
+        more: flags & FLAG_MORE != 0,
         frame_len,
     })
+}
+
+/// Whether the bytes at the start of `bytes`, the tail of a log after the last good frame,
+/// look like the beginning of a frame that a write cut short: as much of a frame header as
+/// is there agrees with a frame of sequence `expect` written at or after `last_ts`, and
+/// the frame runs past the end of `bytes` or its bytes end in zeros that reach the end (a
+/// size extended before all its pages were written). A flipped bit in a whole frame, or
+/// a length field damaged to point past the end, does not pass: its other fields disagree.
+pub fn looks_torn(bytes: &[u8], expect: SeqNo, last_ts: Option<TimestampMs>) -> bool {
+    let header = &bytes[..bytes.len().min(FRAME_HEADER_BYTES)];
+    let Some(body_len) = read_u32(header, OFF_BODY_LEN).map(|n| n as usize) else {
+        return true;
+    };
+    if !(BODY_FIXED_BYTES..=FRAME_BYTES_LIMIT - OFF_SEQ).contains(&body_len) {
+        return false;
+    }
+    if read_u64(header, OFF_SEQ).is_some_and(|s| s != expect.0) {
+        return false;
+    }
+    let ts = read_u64(header, OFF_TIMESTAMP);
+    if ts.zip(last_ts).is_some_and(|(t, last)| t < last.0) {
+        return false;
+    }
+    if header.len() == FRAME_HEADER_BYTES {
+        let flags = header[OFF_FLAGS];
+        let key_len = read_u16(header, OFF_KEY_LEN).unwrap_or_default() as usize;
+        let data_len = read_u32(header, OFF_DATA_LEN).unwrap_or_default() as usize;
+        let hash = if flags & FLAG_HASH_KEY != 0 {
+            HASH_KEY_BYTES
+        } else {
+            0
+        };
+        let agrees = flags & !FLAGS_KNOWN == 0
+            && header[OFF_RESERVED] == 0
+            && data_len <= DATA_BYTES_LIMIT
+            && FRAME_HEADER_BYTES + hash + key_len + data_len == OFF_SEQ + body_len;
+        if !agrees {
+            return false;
+        }
+    }
+    let frame_len = OFF_SEQ + body_len;
+    if frame_len > bytes.len() {
+        return true;
+    }
+    // The frame is whole but fails its CRC: torn only if zeros run from inside it to the end.
+    let zeros = bytes.iter().rev().take_while(|b| **b == 0).count();
+    zeros > 0 && bytes.len() - zeros < frame_len
 }
 
 /// Reads only the sequence and timestamp of a frame (no CRC check), for index scans that
@@ -221,6 +298,52 @@ mod tests {
         assert_eq!(f.data, b"");
         assert_eq!(f.seq, SeqNo(3));
         assert_eq!(f.frame_len, bytes.len());
+    }
+
+    #[test]
+    fn the_batch_bit_round_trips_and_old_frames_are_whole_batches() {
+        let rec = RecordIn {
+            partition_key: b"k",
+            explicit_hash_key: Some([3; 16]),
+            data: b"d",
+        };
+        let mut out = Vec::new();
+        encode_in_batch(&rec, SeqNo(5), TimestampMs(6), true, &mut out);
+        let f = decode(&out).unwrap();
+        assert!(f.more);
+        assert_eq!(f.explicit_hash_key, Some([3; 16]));
+        // A frame of the first format (bit 1 clear) is the last of its batch.
+        let old = encoded(b"k", None, b"d", 1, 2);
+        assert!(!decode(&old).unwrap().more);
+        // Bits above 1 are still refused.
+        let mut bad = old.clone();
+        bad[OFF_FLAGS] |= 4;
+        let crc = crc32c::crc32c(&bad[OFF_SEQ..]);
+        bad[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(decode(&bad), Err(FrameError::Invalid(_))));
+    }
+
+    #[test]
+    fn a_cut_short_frame_looks_torn_and_a_damaged_one_does_not() {
+        let f = encoded(b"key", None, &[7; 100], 9, 50);
+        let ok = |b: &[u8]| looks_torn(b, SeqNo(9), Some(TimestampMs(40)));
+        for cut in 0..f.len() {
+            assert!(ok(&f[..cut]), "a prefix of {cut} bytes");
+        }
+        // Zeros from inside the frame to the end: pages that never reached the disk.
+        let mut zeroed = f.clone();
+        zeroed[60..].fill(0);
+        assert!(ok(&zeroed));
+        // A flipped data byte in a whole frame, a wrong sequence, a length pointing past
+        // the end: damage.
+        let mut flipped = f.clone();
+        flipped[70] ^= 1;
+        assert!(!ok(&flipped));
+        assert!(!looks_torn(&f[..50], SeqNo(8), None));
+        let mut long = f.clone();
+        long[0] ^= 0x40;
+        assert!(!ok(&long));
+        assert!(!ok(&[0xAB; 64]));
     }
 
     #[test]
@@ -271,6 +394,7 @@ mod tests {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..100)) {
             let _ = decode(&bytes);
+            let _ = looks_torn(&bytes, SeqNo(1), Some(TimestampMs(1)));
         }
     }
 }

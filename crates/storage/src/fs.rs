@@ -48,6 +48,54 @@ pub trait FileHandle: Send + Sync + Debug {
     fn map(&self, len_min: u64) -> io::Result<Arc<dyn Mapping>>;
 }
 
+/// What start-up learns of the file system holding a directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FsInfo {
+    /// A name for the logs: `ext4`, `xfs`, `btrfs`, or the `statfs` magic number in hex.
+    pub name: String,
+    /// Whether `syncfs` is known to write every file's data to stable storage there. It
+    /// is not on FUSE, where it returns success without reaching the file system below.
+    pub syncfs_flushes_data: bool,
+}
+
+/// `statfs` magic numbers of the local file systems whose `syncfs` writes back every
+/// file's data and waits for it (`sync_filesystem` in the kernel calls their `sync_fs`).
+/// ext2, ext3 and ext4 share one number.
+const SYNCFS_FLUSHES: [(u64, &str); 3] = [
+    (0xEF53, "ext4"),
+    (0x5846_5342, "xfs"),
+    (0x9123_683E, "btrfs"),
+];
+
+/// Names of a few other magic numbers, for the log line only.
+const OTHER_NAMES: [(u64, &str); 6] = [
+    (0x6573_5546, "fuse"),
+    (0x0102_1994, "tmpfs"),
+    (0x794C_7630, "overlayfs"),
+    (0x6969, "nfs"),
+    (0x2FC1_2FC1, "zfs"),
+    (0xF2F5_2010, "f2fs"),
+];
+
+/// Describes a file system by its `statfs` magic number.
+pub fn fs_info_from_magic(magic: u64) -> FsInfo {
+    let magic = magic & 0xFFFF_FFFF;
+    if let Some((_, name)) = SYNCFS_FLUSHES.iter().find(|(m, _)| *m == magic) {
+        return FsInfo {
+            name: (*name).to_owned(),
+            syncfs_flushes_data: true,
+        };
+    }
+    let name = OTHER_NAMES
+        .iter()
+        .find(|(m, _)| *m == magic)
+        .map_or_else(|| format!("{magic:#x}"), |(_, n)| (*n).to_owned());
+    FsInfo {
+        name,
+        syncfs_flushes_data: false,
+    }
+}
+
 /// The operations on names and directories that the engine needs.
 pub trait FileSystem: Send + Sync + Debug {
     /// Creates a directory and its parents (no-op if it exists).
@@ -68,6 +116,8 @@ pub trait FileSystem: Send + Sync + Debug {
     fn remove_dir_all(&self, path: &Path) -> io::Result<()>;
     /// Makes the directory's entries (creates, renames, removes) durable.
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    /// What kind of file system holds `dir`, and whether its `syncfs` flushes data.
+    fn fs_info(&self, dir: &Path) -> io::Result<FsInfo>;
 }
 
 /// The real file system.
@@ -195,6 +245,14 @@ impl FileSystem for RealFs {
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         File::open(path)?.sync_all()
     }
+
+    fn fs_info(&self, dir: &Path) -> io::Result<FsInfo> {
+        let st = rustix::fs::statfs(dir).map_err(io::Error::from)?;
+        // `f_type` is a signed word on some targets; the magic numbers are 32-bit.
+        #[allow(clippy::unnecessary_cast)]
+        let magic = st.f_type as i64 as u64;
+        Ok(fs_info_from_magic(magic))
+    }
 }
 
 #[cfg(test)]
@@ -212,6 +270,22 @@ mod tests {
         assert_eq!(&map.bytes()[..3], b"abc");
         file.write_all_at(3, b"def").unwrap();
         assert_eq!(&map.bytes()[..6], b"abcdef");
+    }
+
+    #[test]
+    fn only_known_local_file_systems_are_trusted_with_syncfs() {
+        assert!(fs_info_from_magic(0xEF53).syncfs_flushes_data);
+        assert!(fs_info_from_magic(0x5846_5342).syncfs_flushes_data);
+        assert!(fs_info_from_magic(0x9123_683E).syncfs_flushes_data);
+        let fuse = fs_info_from_magic(0x6573_5546);
+        assert_eq!(fuse.name, "fuse");
+        assert!(!fuse.syncfs_flushes_data);
+        assert!(!fs_info_from_magic(0x1234).syncfs_flushes_data);
+        // Sign-extended words name the same file system.
+        assert_eq!(fs_info_from_magic(0xFFFF_FFFF_9123_683E).name, "btrfs");
+        // The real call answers for a real directory.
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!RealFs.fs_info(dir.path()).unwrap().name.is_empty());
     }
 
     #[test]

@@ -11,11 +11,18 @@
 //! explicit hash key are opaque bytes here. All file I/O goes through [`fs::FileSystem`],
 //! whose simulated implementation ([`sim::SimFs`]) drives the crash and fault tests.
 //!
-//! Map: `frame` (record codec), `header` (file headers), `index` (sparse indexes),
-//! `checkpoint` (recovery point and seal marker), `names` (file names), `segment` (scans
-//! and sealed segments), `cache` (LRU of mapped sealed segments), `log` (appends, group
-//! commit, reads, seal, retention), `recovery` (open after a stop), `fs` and `sim` (the
-//! file-system seam), `config`, `error`, `types`.
+//! A batch is written whole into one segment and recovered whole or not at all; only a
+//! failed sync poisons a log; damage found at recovery is set aside and its sequence
+//! numbers are given up as a gap, never given to another record.
+//!
+//! Map: `frame` (record codec, batch flag), `header` (file headers), `index` (sparse
+//! indexes), `checkpoint` (recovery point with the sequence reservation, seal marker),
+//! `gaps` (sequences given up after damage), `names` (file names), `segment` (scans and
+//! sealed segments), `cache` (LRU of mapped sealed segments), `log` (appends, group
+//! commit, seal, retention; `log/read` reads and seeks, `log/roll` rolls and recovery
+//! points), `recovery` (open after a stop; `recovery/damage`, including repair),
+//! `syncer` (syncs shared across logs, `syncfs` only where it flushes), `fs` and `sim`
+//! (the file-system seam; `sim/gate` orders test threads), `config`, `error`, `types`.
 
 #![warn(missing_docs)]
 
@@ -25,6 +32,7 @@ mod config;
 mod error;
 pub mod frame;
 pub mod fs;
+mod gaps;
 mod header;
 pub mod index;
 mod log;
@@ -38,12 +46,12 @@ mod types;
 pub use cache::SegmentCache;
 pub use config::{LogConfig, SyncMode};
 pub use error::{Error, Result};
-pub use fs::{FileHandle, FileSystem, Mapping, RealFs};
+pub use fs::{FileHandle, FileSystem, FsInfo, Mapping, RealFs};
 pub use log::{
     Appended, Log, ReadBatch, RecoveryStats, RetentionOutcome, SharedBatch, SharedRecord, Written,
 };
-pub use sim::{CrashMode, SimFs, SimStats, SplitMix};
-pub use syncer::{SyncScheduler, SyncStats};
+pub use sim::{CrashMode, Gate, SimFs, SimStats, SplitMix};
+pub use syncer::{SyncScheduler, SyncStats, SyncfsPolicy};
 pub use types::{Record, RecordIn, SeqNo, TimestampMs};
 
 use std::path::Path;

@@ -9,6 +9,13 @@
 //! in the rare roll, seal and checkpoint steps. Readers copy what they need under the lock
 //! (a mapping and the visible length) and decode outside it; `read_shared` hands out
 //! records as `Bytes` slices of the mapping instead of copies.
+//!
+//! A batch is written whole into one segment with one `pwrite` (a segment rolls *before*
+//! a batch that does not fit, `roll`), its frames marked so that recovery keeps it only
+//! whole. Reads and seeks live in `read`; rolls and recovery points in `roll`.
+
+mod read;
+mod roll;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,17 +25,20 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::cache::SegmentCache;
-use crate::checkpoint::{self, CKPT_HEADER_BYTES, Checkpoint};
+use crate::checkpoint;
 use crate::config::{LogConfig, SyncMode};
 use crate::error::{Error, Result};
-use crate::frame::{self, FRAME_HEADER_BYTES, KEY_BYTES_LIMIT};
+use crate::frame::{self, KEY_BYTES_LIMIT};
 use crate::fs::{FileHandle, FileSystem, Mapping};
-use crate::header::{FileHeader, HEADER_BYTES};
-use crate::index::{Indexer, SeqIndex, TimeIndex};
+use crate::gaps::Gap;
+use crate::header::HEADER_BYTES;
+use crate::index::{Indexer, TimeIndex};
 use crate::names::{self, SegmentFile, segment_path};
-use crate::segment::{self, SealedMaps, SealedMeta};
+use crate::segment::{self, SealedMeta};
 use crate::syncer::SyncScheduler;
 use crate::types::{Record, RecordIn, SeqNo, TimestampMs};
+
+pub(crate) use roll::{flush_index, write_atomically, write_checkpoint_slot};
 
 static LOG_IDS: AtomicU64 = AtomicU64::new(1);
 const SCRATCH_KEEP_BYTES: usize = 16 * 1024 * 1024;
@@ -101,8 +111,24 @@ pub struct RetentionOutcome {
 pub struct RecoveryStats {
     /// Bytes of frames checked after the recovery point.
     pub scanned_bytes: u64,
-    /// Bytes cut off the end of the active segment (torn or corrupt).
+    /// Bytes cut off the end of the active segment: a torn write or an incomplete batch
+    /// (never acknowledged), or damage.
     pub truncated_bytes: u64,
+    /// Bytes dropped because they were damaged (not a torn write), copied aside for
+    /// inspection: the tail of the active segment, and whole segments `repair` set aside.
+    pub damaged_bytes: u64,
+    /// Sequence numbers given up after damage: the records acknowledged under them, if
+    /// any, are lost, and no later record gets them.
+    pub sequences_skipped: u64,
+    /// Sealed segments that `repair` found damaged and set aside.
+    pub segments_repaired: u32,
+}
+
+impl RecoveryStats {
+    /// Whether recovery found damage (as opposed to a torn tail).
+    pub fn found_damage(&self) -> bool {
+        self.damaged_bytes > 0 || self.sequences_skipped > 0 || self.segments_repaired > 0
+    }
 }
 
 /// One shard's durable log. Share it as `Arc<Log>`; every method takes `&self`.
@@ -138,6 +164,9 @@ pub(crate) struct Active {
     /// Bytes of `indexer.seq` / `indexer.time` already in the index files.
     pub flushed_seq: usize,
     pub flushed_time: usize,
+    /// A failed write left bytes past `written` that could not be cut off yet; the next
+    /// write or roll cuts them first.
+    pub cut_pending: bool,
 }
 
 pub(crate) struct State {
@@ -156,6 +185,11 @@ pub(crate) struct State {
     pub last_sync: Instant,
     pub scratch: Vec<u8>,
     pub recovery: RecoveryStats,
+    /// The bound in the newest recovery point: every sequence ever acknowledged is below
+    /// it (raised before a durable point past it is published).
+    pub seq_reserved: SeqNo,
+    /// Sequences that hold no record (given up after damage), from the `gaps` file.
+    pub gaps: Vec<Gap>,
 }
 
 impl Active {
@@ -169,17 +203,6 @@ impl State {
     fn has_records(&self) -> bool {
         self.next_seq > self.active.base
     }
-}
-
-/// Where a read continues.
-enum Target {
-    Active {
-        map: Arc<dyn Mapping>,
-        base: SeqNo,
-        visible: u64,
-        entry: (u64, SeqNo),
-    },
-    Sealed(SealedMeta),
 }
 
 impl Log {
@@ -222,7 +245,7 @@ impl Log {
     ) -> Result<Log> {
         config.validate()?;
         let state = crate::recovery::recover(&*fs, dir, &config)?;
-        Ok(Log {
+        let log = Log {
             dir: dir.to_path_buf(),
             fs,
             config,
@@ -232,7 +255,9 @@ impl Log {
             durable: AtomicU64::new(state.durable_next.0),
             state: Mutex::new(state),
             synced: Condvar::new(),
-        })
+        };
+        log.finish_recovery()?;
+        Ok(log)
     }
 
     /// The shard directory.
@@ -274,8 +299,9 @@ impl Log {
     /// record of the batch gets the same arrival time: `now`, or the previous record's if
     /// that is later, so times never decrease.
     ///
-    /// On error, no record of the batch is acknowledged; some of them may still become
-    /// readable (complete, never partial), as with any at-least-once producer retry.
+    /// On error, no record of the batch is acknowledged, and none becomes readable, now or
+    /// after a restart, except after a failed sync, whose outcome is unknown: then the
+    /// whole batch may be there after a restart (never part of it).
     pub fn append(&self, records: &[RecordIn<'_>], now: TimestampMs) -> Result<Appended> {
         let written = self.append_nowait(records, now)?;
         if let Some(target) = written.durable_at {
@@ -290,33 +316,32 @@ impl Log {
     /// [`SyncMode::Interval`]). Lets a caller wait for many logs at once, or without
     /// holding a thread, while one thread per log leads the syncs.
     pub fn append_nowait(&self, records: &[RecordIn<'_>], now: TimestampMs) -> Result<Written> {
-        self.check_records(records)?;
+        let bytes = self.check_records(records)?;
         let mut st = self.lock();
         self.check_writable(&st)?;
         let ts = st.last_ts.map_or(now, |t| t.max(now));
-        let first = st.next_seq;
-        let mut rest = records;
-        while !rest.is_empty() {
-            let n = self.make_room(&mut st, rest, ts)?;
-            self.write_chunk(&mut st, &rest[..n], ts)?;
-            rest = &rest[n..];
+        if self.needs_roll(&st, bytes, ts) {
+            self.roll(&mut st, ts)?;
         }
+        let first = st.next_seq;
+        self.write_batch(&mut st, records, ts)?;
         Ok(self.written(st, first, ts))
     }
 
     /// [`Log::append_nowait`] for a caller that must not wait on a lock or a sync (an
     /// async runtime thread): `None`, with nothing written, when another thread holds the
-    /// log's lock, when the batch does not fit in the active segment (a roll syncs), or
-    /// when an interval sync is due. Otherwise the batch is written (one `pwrite` into the
+    /// log's lock, when the batch does not fit in the active segment (a roll syncs), when
+    /// a failed write's leftover must be cut first, or when an interval sync is due. Otherwise the batch is written (one `pwrite` into the
     /// page cache) exactly as [`Log::append_nowait`] writes it.
     pub fn try_append_nowait(
         &self,
         records: &[RecordIn<'_>],
         now: TimestampMs,
     ) -> Option<Result<Written>> {
-        if let Err(e) = self.check_records(records) {
-            return Some(Err(e));
-        }
+        let bytes = match self.check_records(records) {
+            Ok(bytes) => bytes,
+            Err(e) => return Some(Err(e)),
+        };
         let mut st = match self.state.try_lock() {
             Ok(st) => st,
             Err(TryLockError::Poisoned(e)) => e.into_inner(),
@@ -326,14 +351,11 @@ impl Log {
             return Some(Err(e));
         }
         let ts = st.last_ts.map_or(now, |t| t.max(now));
-        let bytes: u64 = records.iter().map(|r| frame::encoded_len(r) as u64).sum();
-        let fits = st.active.written + bytes <= self.config.segment_bytes_max
-            && !(st.has_records() && self.too_old(&st, ts));
-        if !fits || self.interval_sync_due(&st) {
+        if self.needs_roll(&st, bytes, ts) || st.active.cut_pending || self.interval_sync_due(&st) {
             return None;
         }
         let first = st.next_seq;
-        if let Err(e) = self.write_chunk(&mut st, records, ts) {
+        if let Err(e) = self.write_batch(&mut st, records, ts) {
             return Some(Err(e));
         }
         Some(Ok(self.written(st, first, ts)))
@@ -403,184 +425,6 @@ impl Log {
         Ok(())
     }
 
-    /// Reads up to `max_records` records, and up to `max_bytes` of keys and data (at least
-    /// one record when any is available), from `from` on. A `from` older than the trim
-    /// horizon reads from the trim horizon. Each record is copied into owned buffers; see
-    /// [`Log::read_shared`] for reads that copy nothing.
-    pub fn read(&self, from: SeqNo, max_records: usize, max_bytes: usize) -> Result<ReadBatch> {
-        let (records, next) = self.read_into(from, max_records, max_bytes, |f, _| f.to_record())?;
-        Ok(ReadBatch { records, next })
-    }
-
-    /// [`Log::read`] without copies: each record's key and data are `Bytes` slices of the
-    /// segment's memory map, which they keep alive (a segment deleted by retention stays
-    /// readable through them). Every byte returned has been read once here, by the CRC
-    /// check, so handing the slices to a network encoder does not fault pages in on the
-    /// caller's thread; that encoder's copy is the only one on the way to the socket.
-    pub fn read_shared(
-        &self,
-        from: SeqNo,
-        max_records: usize,
-        max_bytes: usize,
-    ) -> Result<SharedBatch> {
-        let (records, next) =
-            self.read_into(from, max_records, max_bytes, |f, seg| SharedRecord {
-                seq: f.seq,
-                timestamp: f.timestamp,
-                partition_key: seg.slice(f.partition_key),
-                explicit_hash_key: f.explicit_hash_key,
-                data: seg.slice(f.data),
-            })?;
-        Ok(SharedBatch { records, next })
-    }
-
-    /// The read loop shared by [`Log::read`] and [`Log::read_shared`]: `make` turns each
-    /// frame (borrowed from `segment`) into the caller's record type.
-    fn read_into<R>(
-        &self,
-        from: SeqNo,
-        max_records: usize,
-        max_bytes: usize,
-        mut make: impl FnMut(&frame::FrameRef<'_>, &SegmentBytes) -> R,
-    ) -> Result<(Vec<R>, SeqNo)> {
-        let mut out = Vec::new();
-        let mut last: Option<SeqNo> = None;
-        let mut bytes = 0usize;
-        let mut seq = from;
-        let rounds = self.lock().sealed.len() + 4;
-        for _ in 0..rounds {
-            let (target, end) = {
-                let mut st = self.lock();
-                let end = self.visible_next(&st);
-                if seq > end {
-                    if out.is_empty() {
-                        return Err(Error::BeyondEnd {
-                            requested: seq,
-                            next: end,
-                        });
-                    }
-                    break;
-                }
-                let trim = st.sealed.first().map_or(st.active.base, |m| m.base);
-                seq = seq.max(trim);
-                if seq >= end || out.len() >= max_records.max(1) {
-                    break;
-                }
-                (self.locate(&mut st, seq), end)
-            };
-            let mut sink = Sink {
-                out: &mut out,
-                last: &mut last,
-                total: &mut bytes,
-                make: &mut make,
-            };
-            let done = match target {
-                Target::Active {
-                    map,
-                    base,
-                    visible,
-                    entry,
-                } => {
-                    let limit = Limits {
-                        end,
-                        max_records,
-                        max_bytes,
-                    };
-                    let path = segment::log_path(&self.dir, base);
-                    let seg = SegmentBytes::new(map, visible as usize);
-                    read_frames(&seg, &path, entry, seq, &limit, &mut sink)?
-                }
-                Target::Sealed(meta) => {
-                    let maps = match self.sealed_maps(&meta) {
-                        Ok(m) => m,
-                        // Retention may have deleted it since: go again from the new horizon.
-                        Err(_) if !self.holds_segment(meta.base) => continue,
-                        Err(e) => return Err(e),
-                    };
-                    let limit = Limits {
-                        end: end.min(meta.end),
-                        max_records,
-                        max_bytes,
-                    };
-                    let path = segment::log_path(&self.dir, meta.base);
-                    let sidx = SeqIndex(maps.seq.entries());
-                    let entry = floor_entry(&sidx, meta.base, seq);
-                    let seg = SegmentBytes::new(maps.log.clone(), maps.log_len as usize);
-                    let done = read_frames(&seg, &path, entry, seq, &limit, &mut sink)?;
-                    if !done && last.is_none_or(|r| r.next() < limit.end) && limit.end == meta.end {
-                        let have = last.map_or(seq, SeqNo::next);
-                        if have < meta.end {
-                            return Err(Error::corrupt(
-                                path,
-                                maps.log_len,
-                                format!(
-                                    "segment ends before records {have}..{} (missing)",
-                                    meta.end
-                                ),
-                            ));
-                        }
-                    }
-                    done
-                }
-            };
-            if let Some(r) = last {
-                seq = r.next();
-            }
-            if done {
-                break;
-            }
-        }
-        let next = last.map_or(seq, SeqNo::next);
-        Ok((out, next))
-    }
-
-    /// The sequence of the first record whose arrival time is at or after `t`, or the next
-    /// sequence to be written if there is none yet.
-    pub fn seek_time(&self, t: TimestampMs) -> Result<SeqNo> {
-        let (target, end) = {
-            let mut st = self.lock();
-            let end = self.visible_next(&st);
-            match st.sealed.iter().find(|m| m.max_ts.is_some_and(|m| m >= t)) {
-                Some(meta) => (Target::Sealed(*meta), end),
-                None => {
-                    let tidx = TimeIndex(&st.active.indexer.time);
-                    let from = tidx.last_before(t).map_or(st.active.base, |e| {
-                        SeqNo(st.active.base.0 + u64::from(e.rel))
-                    });
-                    (self.locate(&mut st, from), end)
-                }
-            }
-        };
-        match target {
-            Target::Active {
-                map,
-                base,
-                visible,
-                entry,
-            } => {
-                let path = segment::log_path(&self.dir, base);
-                first_at_or_after(&map.bytes()[..visible as usize], &path, entry, t, end)
-            }
-            Target::Sealed(meta) => {
-                let maps = self.sealed_maps(&meta)?;
-                let tidx = TimeIndex(maps.time.entries());
-                let from = tidx
-                    .last_before(t)
-                    .map_or(meta.base, |e| SeqNo(meta.base.0 + u64::from(e.rel)));
-                let entry = floor_entry(&SeqIndex(maps.seq.entries()), meta.base, from);
-                let path = segment::log_path(&self.dir, meta.base);
-                let found = first_at_or_after(
-                    &maps.log.bytes()[..maps.log_len as usize],
-                    &path,
-                    entry,
-                    t,
-                    meta.end,
-                )?;
-                Ok(found.min(end))
-            }
-        }
-    }
-
     /// Closes the log for writes, durably; idempotent. Returns the last record's sequence,
     /// or `None` if the log never held a record.
     pub fn seal(&self) -> Result<Option<SeqNo>> {
@@ -610,7 +454,7 @@ impl Log {
                 .map_err(|e| Error::io(&marker, e))?;
             self.fs
                 .sync_dir(&self.dir)
-                .map_err(|e| Error::io(&self.dir, e))?;
+                .map_err(|e| Error::sync(&self.dir, e))?;
             st.is_sealed = false;
         }
         Ok(())
@@ -646,7 +490,7 @@ impl Log {
         if deleted > 0 {
             self.fs
                 .sync_dir(&self.dir)
-                .map_err(|e| Error::io(&self.dir, e))?;
+                .map_err(|e| Error::sync(&self.dir, e))?;
             crate::recovery::remove_leftovers(&*self.fs, &self.dir)?;
             tracing::info!(log = %self.dir.display(), segments = deleted, "retention deleted segments");
         }
@@ -658,7 +502,9 @@ impl Log {
     }
 
     /// Syncs everything and writes a recovery point, so the next open scans nothing.
-    /// The log stays usable.
+    /// The log stays usable. Fails only if something could not be made durable: a
+    /// recovery point that cannot be written (and was not lost to a failed sync) is logged,
+    /// and the next open scans a little more.
     pub fn close(&self) -> Result<()> {
         let mut st = self.lock();
         if let Some(reason) = &st.poisoned {
@@ -666,7 +512,14 @@ impl Log {
         }
         self.sync_active_locked(&mut st)?;
         let (pos, next, ts) = (st.active.written, st.next_seq, st.last_ts);
-        self.write_checkpoint(&mut st, pos, next, ts)
+        match self.write_checkpoint(&mut st, pos, next, ts) {
+            Err(e) if st.poisoned.is_some() => Err(e),
+            Err(e) => {
+                tracing::warn!(log = %self.dir.display(), error = %e, "could not write a recovery point on close");
+                Ok(())
+            }
+            Ok(()) => Ok(()),
+        }
     }
 
     /// What the open that created this handle did to recover the log.
@@ -699,11 +552,8 @@ impl Log {
         }
     }
 
-    fn holds_segment(&self, base: SeqNo) -> bool {
-        self.lock().sealed.iter().any(|m| m.base == base)
-    }
-
-    fn check_records(&self, records: &[RecordIn<'_>]) -> Result<()> {
+    /// Checks a batch against the limits and returns its encoded size.
+    fn check_records(&self, records: &[RecordIn<'_>]) -> Result<u64> {
         if records.is_empty() {
             return Err(Error::InvalidArgument(
                 "an append needs at least one record".into(),
@@ -724,7 +574,15 @@ impl Log {
                 )));
             }
         }
-        Ok(())
+        let bytes: u64 = records.iter().map(|r| frame::encoded_len(r) as u64).sum();
+        if bytes > self.config.batch_bytes_max {
+            return Err(Error::InvalidArgument(format!(
+                "a batch of {} records takes {bytes} bytes on disk, more than the log's limit of {} bytes",
+                records.len(),
+                self.config.batch_bytes_max
+            )));
+        }
+        Ok(bytes)
     }
 
     fn check_writable(&self, st: &State) -> Result<()> {
@@ -739,26 +597,12 @@ impl Log {
         Ok(())
     }
 
-    /// Rolls if the active segment is too old or too full for the next record, and returns
-    /// how many of `rest` fit in the active segment (at least one).
-    fn make_room(&self, st: &mut State, rest: &[RecordIn<'_>], now: TimestampMs) -> Result<usize> {
-        let too_old = self.too_old(st, now);
-        let first_len = frame::encoded_len(&rest[0]) as u64;
-        let too_full = st.active.written + first_len > self.config.segment_bytes_max;
-        if st.has_records() && (too_old || too_full) {
-            self.roll(st, now)?;
-        }
-        let mut size = st.active.written;
-        let mut n = 0;
-        for r in rest {
-            let len = frame::encoded_len(r) as u64;
-            if n > 0 && size + len > self.config.segment_bytes_max {
-                break;
-            }
-            size += len;
-            n += 1;
-        }
-        Ok(n)
+    /// Whether a batch of `bytes` at `now` must go to a new segment: the active one holds
+    /// records and is too old, or too full for the whole batch (a batch is never split, so
+    /// an empty segment takes any batch, and a segment may pass its size by one batch).
+    fn needs_roll(&self, st: &State, bytes: u64, now: TimestampMs) -> bool {
+        st.has_records()
+            && (self.too_old(st, now) || st.active.written + bytes > self.config.segment_bytes_max)
     }
 
     /// Whether the active segment has reached the configured age at `now`.
@@ -769,18 +613,23 @@ impl Log {
         }
     }
 
-    fn write_chunk(&self, st: &mut State, chunk: &[RecordIn<'_>], ts: TimestampMs) -> Result<()> {
+    /// Writes a whole batch at the end of the active segment with one write, every frame
+    /// but the last marked "more follow". On failure nothing of it stays: what landed is
+    /// cut off (now, or before the next write if the cut fails too), its index entries are
+    /// forgotten, and no sequence is used.
+    fn write_batch(&self, st: &mut State, batch: &[RecordIn<'_>], ts: TimestampMs) -> Result<()> {
+        self.cut_pending_tail(st)?;
         let mut buf = std::mem::take(&mut st.scratch);
         buf.clear();
         let start = st.active.written;
         let mark = st.active.indexer.clone_marks();
-        for (i, r) in chunk.iter().enumerate() {
+        for (i, r) in batch.iter().enumerate() {
             let seq = SeqNo(st.next_seq.0 + i as u64);
             let rel = (seq.0 - st.active.base.0) as u32;
             st.active
                 .indexer
                 .observe(rel, (start + buf.len() as u64) as u32, ts);
-            frame::encode(r, seq, ts, &mut buf);
+            frame::encode_in_batch(r, seq, ts, i + 1 < batch.len(), &mut buf);
         }
         let result = st.active.file.write_all_at(start, &buf);
         let len = buf.len() as u64;
@@ -791,15 +640,18 @@ impl Log {
         match result {
             Ok(()) => {
                 st.active.written += len;
-                st.next_seq = SeqNo(st.next_seq.0 + chunk.len() as u64);
+                st.next_seq = SeqNo(st.next_seq.0 + batch.len() as u64);
                 st.last_ts = Some(ts);
                 Ok(())
             }
             Err(e) => {
                 st.active.indexer.restore_marks(mark);
-                // Cut off whatever part of the batch landed, so it cannot resurface.
+                // Cut off whatever part of the batch landed, so it cannot resurface. If
+                // that fails too, the next write or roll cuts first; until then readers
+                // never see past `written`, and recovery drops an incomplete batch.
                 if let Err(cut) = st.active.file.set_len(start) {
-                    st.poisoned = Some(format!("could not undo a failed write: {cut}"));
+                    tracing::error!(segment = %path.display(), position = start, error = %cut, "could not cut off a failed write; will retry before the next write");
+                    st.active.cut_pending = true;
                 }
                 Err(Error::io(path, e))
             }
@@ -835,6 +687,9 @@ impl Log {
         st.last_sync = Instant::now();
         match result {
             Ok(()) => {
+                if st.active.base == base {
+                    self.reserve_before_publishing(&mut st, pos, next, ts);
+                }
                 st.durable_next = st.durable_next.max(next);
                 self.durable.store(st.durable_next.0, Ordering::Release);
                 if st.active.base == base {
@@ -857,148 +712,42 @@ impl Log {
         st
     }
 
+    /// Before records below `next` (durable up to `pos`, a batch boundary of the active
+    /// segment) are published, makes sure the recovery point's reservation is above them,
+    /// so that recovery after damage never gives their numbers again. Rare: every
+    /// recovery point raises the reservation by `seq_reserve`. If the recovery point cannot
+    /// be written, the records are published anyway (they are durable) and the error is
+    /// logged: only damage found before a later recovery point could then reuse numbers.
+    fn reserve_before_publishing(
+        &self,
+        st: &mut State,
+        pos: u64,
+        next: SeqNo,
+        ts: Option<TimestampMs>,
+    ) {
+        if next <= st.seq_reserved || st.poisoned.is_some() {
+            return;
+        }
+        if let Err(e) = self.write_checkpoint(st, pos, next, ts) {
+            tracing::error!(log = %self.dir.display(), error = %e, next_seq = %next, "could not raise the sequence reservation in the recovery point");
+        }
+    }
+
     /// Syncs the active segment under the lock and publishes everything as durable.
     fn sync_active_locked(&self, st: &mut State) -> Result<()> {
         let path = segment::log_path(&self.dir, st.active.base);
         if let Err(e) = st.active.file.sync_data() {
             st.poisoned = Some(format!("sync failed: {e}"));
             self.synced.notify_all();
-            return Err(Error::io(path, e));
+            return Err(Error::sync(path, e));
         }
+        let (pos, next, ts) = (st.active.written, st.next_seq, st.last_ts);
+        self.reserve_before_publishing(st, pos, next, ts);
         st.durable_next = st.next_seq;
         self.durable.store(st.durable_next.0, Ordering::Release);
         st.active.visible = st.active.written;
         self.synced.notify_all();
         Ok(())
-    }
-
-    fn poison_on_sync_error(&self, st: &mut State, e: &Error) {
-        if matches!(e, Error::Io { .. } | Error::Full { .. }) {
-            st.poisoned = Some(e.to_string());
-        }
-    }
-
-    /// Seals the active segment and starts a new one at the next sequence.
-    fn roll(&self, st: &mut State, now: TimestampMs) -> Result<()> {
-        self.sync_active_locked(st)?;
-        if let (Some(ts), true) = (st.last_ts, st.has_records()) {
-            let last_rel = (st.next_seq.0 - 1 - st.active.base.0) as u32;
-            st.active.indexer.finish(last_rel, ts);
-        }
-        self.flush_indexes(st)
-            .inspect_err(|e| self.poison_on_sync_error(st, e))?;
-        let base = st.next_seq;
-        let path = segment::log_path(&self.dir, base);
-        let header = FileHeader {
-            kind: SegmentFile::Log,
-            base,
-            created: now,
-        };
-        let file = segment::create_file_with_header(&*self.fs, &path, &header)?;
-        let synced = file.sync_data().and_then(|()| self.fs.sync_dir(&self.dir));
-        if let Err(e) = synced {
-            st.poisoned = Some(format!("sync failed: {e}"));
-            return Err(Error::io(&path, e));
-        }
-        let map = match file.map(self.map_capacity()) {
-            Ok(map) => map,
-            Err(e) => {
-                // The new segment is durable but unusable: stop writing rather than
-                // leave an empty segment between two others.
-                st.poisoned = Some(format!("could not map a new segment: {e}"));
-                return Err(Error::io(&path, e));
-            }
-        };
-        let old = std::mem::replace(
-            &mut st.active,
-            Active {
-                base,
-                file,
-                map,
-                written: HEADER_BYTES as u64,
-                visible: HEADER_BYTES as u64,
-                indexer: Indexer::new(self.config.index_interval_bytes),
-                flushed_seq: 0,
-                flushed_time: 0,
-            },
-        );
-        let max_ts = if base > old.base { st.last_ts } else { None };
-        st.sealed.push(SealedMeta {
-            base: old.base,
-            end: base,
-            max_ts,
-        });
-        st.checkpoint_pos = 0;
-        tracing::info!(log = %self.dir.display(), sealed = %old.base, active = %base, bytes = old.written, "rolled segment");
-        let ts = st.last_ts;
-        self.write_checkpoint(st, HEADER_BYTES as u64, base, ts)
-            .inspect_err(|e| self.poison_on_sync_error(st, e))
-    }
-
-    pub(crate) fn map_capacity(&self) -> u64 {
-        map_capacity(&self.config)
-    }
-
-    /// Writes the active segment's unflushed index entries and syncs the index files.
-    fn flush_indexes(&self, st: &mut State) -> Result<()> {
-        let base = st.active.base;
-        let (seq_from, time_from) = (st.active.flushed_seq, st.active.flushed_time);
-        flush_index(
-            &*self.fs,
-            &self.dir,
-            base,
-            SegmentFile::SeqIndex,
-            &st.active.indexer.seq,
-            seq_from,
-        )?;
-        st.active.flushed_seq = st.active.indexer.seq.len();
-        flush_index(
-            &*self.fs,
-            &self.dir,
-            base,
-            SegmentFile::TimeIndex,
-            &st.active.indexer.time,
-            time_from,
-        )?;
-        st.active.flushed_time = st.active.indexer.time.len();
-        Ok(())
-    }
-
-    /// Flushes the indexes, then records `pos` (durable) as the recovery point.
-    fn write_checkpoint(
-        &self,
-        st: &mut State,
-        pos: u64,
-        next: SeqNo,
-        ts: Option<TimestampMs>,
-    ) -> Result<()> {
-        self.flush_indexes(st)?;
-        let c = Checkpoint {
-            generation: st.checkpoint_generation + 1,
-            base: st.active.base,
-            position: pos,
-            next_seq: next,
-            last_ts: ts,
-        };
-        write_checkpoint_slot(&*self.fs, &self.dir, &c)?;
-        st.checkpoint_generation = c.generation;
-        st.checkpoint_pos = pos;
-        Ok(())
-    }
-
-    fn write_atomically(&self, path: &Path, bytes: &[u8]) -> Result<()> {
-        let tmp = names::tmp_path(path);
-        if self.fs.exists(&tmp) {
-            self.fs.remove_file(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        }
-        let file = self.fs.create_new(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        file.write_all_at(0, bytes)
-            .map_err(|e| Error::io(&tmp, e))?;
-        file.sync_data().map_err(|e| Error::io(&tmp, e))?;
-        self.fs.rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-        self.fs
-            .sync_dir(&self.dir)
-            .map_err(|e| Error::io(&self.dir, e))
     }
 
     /// Renames a segment's files to `*.deleted`, the log first: once the log is gone the
@@ -1016,302 +765,18 @@ impl Log {
         Ok(())
     }
 
-    /// Finds where `seq` is: in the active segment (with a start position from its index),
-    /// or in a sealed segment.
-    fn locate(&self, st: &mut State, seq: SeqNo) -> Target {
-        if seq >= st.active.base {
-            let active = &mut st.active;
-            if (active.map.bytes().len() as u64) < active.visible {
-                // Only the simulated disk maps a snapshot; the real one maps full capacity.
-                if let Ok(map) = active.file.map(map_capacity(&self.config)) {
-                    active.map = map;
-                }
-            }
-            let visible = active.visible.min(active.map.bytes().len() as u64);
-            let entry = floor_entry(&SeqIndex(&active.indexer.seq), active.base, seq);
-            return Target::Active {
-                map: active.map.clone(),
-                base: active.base,
-                visible,
-                entry,
-            };
+    /// Poisons the log if `e` is a failed sync; any other error leaves it usable.
+    fn poison_on_sync_error(&self, st: &mut State, e: &Error) {
+        if matches!(e, Error::SyncFailed { .. }) {
+            tracing::error!(log = %self.dir.display(), error = %e, "sync failed; the log is poisoned");
+            st.poisoned = Some(e.to_string());
         }
-        let i = st.sealed.partition_point(|m| m.end <= seq);
-        match st.sealed.get(i) {
-            Some(meta) => Target::Sealed(*meta),
-            None => Target::Sealed(SealedMeta {
-                base: seq,
-                end: seq,
-                max_ts: None,
-            }),
-        }
-    }
-
-    fn sealed_maps(&self, meta: &SealedMeta) -> Result<Arc<SealedMaps>> {
-        if let Some(maps) = self.cache.get((self.id, meta.base.0)) {
-            return Ok(maps);
-        }
-        let (maps, _scan) =
-            segment::open_sealed(&*self.fs, &self.dir, meta, self.config.index_interval_bytes)?;
-        let maps = Arc::new(maps);
-        self.cache.insert((self.id, meta.base.0), maps.clone());
-        Ok(maps)
     }
 }
 
 impl Drop for Log {
     fn drop(&mut self) {
         self.cache.remove_log(self.id);
-    }
-}
-
-/// The length the active segment is mapped with: it never needs remapping.
-pub(crate) fn map_capacity(config: &LogConfig) -> u64 {
-    config.segment_bytes_max
-        + (FRAME_HEADER_BYTES + 16 + KEY_BYTES_LIMIT + config.record_bytes_max) as u64
-}
-
-/// Writes index entries `entries[from..]` to the index file (creating it when `from` is
-/// 0), and syncs it.
-pub(crate) fn flush_index(
-    fs: &dyn FileSystem,
-    dir: &Path,
-    base: SeqNo,
-    kind: SegmentFile,
-    entries: &[u8],
-    from: usize,
-) -> Result<()> {
-    let path = segment_path(dir, base, kind);
-    let file = if from == 0 {
-        let header = FileHeader {
-            kind,
-            base,
-            created: TimestampMs(0),
-        };
-        let file = segment::create_file_with_header(fs, &path, &header)?;
-        fs.sync_dir(dir).map_err(|e| Error::io(dir, e))?;
-        file
-    } else {
-        fs.open(&path).map_err(|e| Error::io(&path, e))?
-    };
-    if from < entries.len() {
-        file.write_all_at((HEADER_BYTES + from) as u64, &entries[from..])
-            .map_err(|e| Error::io(&path, e))?;
-    }
-    file.sync_data().map_err(|e| Error::io(&path, e))
-}
-
-/// Writes one checkpoint slot, creating the file when it is missing.
-pub(crate) fn write_checkpoint_slot(fs: &dyn FileSystem, dir: &Path, c: &Checkpoint) -> Result<()> {
-    let path = dir.join(names::CHECKPOINT);
-    let file = if fs.exists(&path) {
-        fs.open(&path).map_err(|e| Error::io(&path, e))?
-    } else {
-        let file = fs.create_new(&path).map_err(|e| Error::io(&path, e))?;
-        file.write_all_at(0, &Checkpoint::encode_file_header())
-            .map_err(|e| Error::io(&path, e))?;
-        file.sync_data().map_err(|e| Error::io(&path, e))?;
-        fs.sync_dir(dir).map_err(|e| Error::io(dir, e))?;
-        file
-    };
-    debug_assert!(c.slot_offset() >= CKPT_HEADER_BYTES as u64);
-    file.write_all_at(c.slot_offset(), &c.encode_slot())
-        .map_err(|e| Error::io(&path, e))?;
-    file.sync_data().map_err(|e| Error::io(&path, e))
-}
-
-/// The index entry to start a search for `seq` from: (position, sequence at it).
-fn floor_entry(sidx: &SeqIndex<'_>, base: SeqNo, seq: SeqNo) -> (u64, SeqNo) {
-    let rel = u32::try_from(seq.0.saturating_sub(base.0)).unwrap_or(u32::MAX);
-    match sidx.floor(rel) {
-        Some(e) => (u64::from(e.pos), SeqNo(base.0 + u64::from(e.rel))),
-        None => (HEADER_BYTES as u64, base),
-    }
-}
-
-struct Limits {
-    /// One past the last sequence that may be returned.
-    end: SeqNo,
-    max_records: usize,
-    max_bytes: usize,
-}
-
-/// Where `read_frames` puts what it decodes: the records made so far, the last sequence
-/// taken, the bytes counted against the limit, and the caller's record maker.
-struct Sink<'a, R, F> {
-    out: &'a mut Vec<R>,
-    last: &'a mut Option<SeqNo>,
-    total: &'a mut usize,
-    make: &'a mut F,
-}
-
-/// The readable bytes of one segment (a prefix of its mapping), lent out either borrowed
-/// or as `Bytes` slices that share the mapping. The shared form is built on first use,
-/// so copying reads pay nothing for it.
-pub(crate) struct SegmentBytes {
-    map: Arc<dyn Mapping>,
-    len: usize,
-    shared: std::cell::OnceCell<Bytes>,
-}
-
-/// Owns a mapping for `Bytes`: the prefix of `len` bytes.
-struct MapPrefix {
-    map: Arc<dyn Mapping>,
-    len: usize,
-}
-
-impl AsRef<[u8]> for MapPrefix {
-    fn as_ref(&self) -> &[u8] {
-        self.map.bytes().get(..self.len).unwrap_or(&[])
-    }
-}
-
-impl SegmentBytes {
-    fn new(map: Arc<dyn Mapping>, len: usize) -> SegmentBytes {
-        let len = len.min(map.bytes().len());
-        SegmentBytes {
-            map,
-            len,
-            shared: std::cell::OnceCell::new(),
-        }
-    }
-
-    fn bytes(&self) -> &[u8] {
-        self.map.bytes().get(..self.len).unwrap_or(&[])
-    }
-
-    /// `part`, a sub-slice of [`SegmentBytes::bytes`], as shared `Bytes` (no copy).
-    pub(crate) fn slice(&self, part: &[u8]) -> Bytes {
-        let whole = self.shared.get_or_init(|| {
-            Bytes::from_owner(MapPrefix {
-                map: self.map.clone(),
-                len: self.len,
-            })
-        });
-        let (base, start) = (whole.as_ptr() as usize, part.as_ptr() as usize);
-        match start.checked_sub(base) {
-            Some(off) if off + part.len() <= whole.len() => whole.slice(off..off + part.len()),
-            // Not ours (an empty slice from elsewhere): copy it rather than panic.
-            _ => Bytes::copy_from_slice(part),
-        }
-    }
-}
-
-/// Decodes frames of one segment from an index entry, collecting those from `from` on.
-/// Returns true when a limit stopped the read (as opposed to the segment's end).
-fn read_frames<R, F: FnMut(&frame::FrameRef<'_>, &SegmentBytes) -> R>(
-    seg: &SegmentBytes,
-    path: &Path,
-    entry: (u64, SeqNo),
-    from: SeqNo,
-    limit: &Limits,
-    sink: &mut Sink<'_, R, F>,
-) -> Result<bool> {
-    let mut frames = Frames::new(seg.bytes(), path, entry)?;
-    while let Some(f) = frames.next_frame()? {
-        if f.seq >= limit.end {
-            return Ok(false);
-        }
-        if f.seq < from {
-            continue;
-        }
-        let size = f.data.len() + f.partition_key.len();
-        if sink.out.len() >= limit.max_records.max(1)
-            || (!sink.out.is_empty() && *sink.total + size > limit.max_bytes)
-        {
-            return Ok(true);
-        }
-        *sink.total += size;
-        *sink.last = Some(f.seq);
-        sink.out.push((sink.make)(&f, seg));
-    }
-    Ok(false)
-}
-
-/// The sequence of the first frame at or after time `t`, or `end` if none is visible.
-fn first_at_or_after(
-    bytes: &[u8],
-    path: &Path,
-    entry: (u64, SeqNo),
-    t: TimestampMs,
-    end: SeqNo,
-) -> Result<SeqNo> {
-    let mut frames = Frames::new(bytes, path, entry)?;
-    while let Some(f) = frames.next_frame()? {
-        if f.seq >= end {
-            break;
-        }
-        if f.timestamp >= t {
-            return Ok(f.seq);
-        }
-    }
-    Ok(end)
-}
-
-/// Iterates over the frames of a segment from an index hint, checking every CRC and that
-/// sequences follow each other. A hint that does not point at the frame it names is
-/// dropped for a scan from the segment's start; damage after that is an error.
-struct Frames<'a> {
-    bytes: &'a [u8],
-    path: &'a Path,
-    pos: u64,
-    expect: SeqNo,
-}
-
-impl<'a> Frames<'a> {
-    fn new(bytes: &'a [u8], path: &'a Path, entry: (u64, SeqNo)) -> Result<Frames<'a>> {
-        let (pos, expect) = entry;
-        let hint_ok = bytes
-            .get(pos as usize..)
-            .and_then(|b| frame::decode(b).ok())
-            .is_some_and(|f| f.seq == expect);
-        if hint_ok || pos as usize >= bytes.len() {
-            Ok(Frames {
-                bytes,
-                path,
-                pos,
-                expect,
-            })
-        } else {
-            Frames::from_start(bytes, path)
-        }
-    }
-
-    fn from_start(bytes: &'a [u8], path: &'a Path) -> Result<Frames<'a>> {
-        let header = FileHeader::decode(bytes, SegmentFile::Log)
-            .map_err(|why| Error::corrupt(path, 0, why))?;
-        Ok(Frames {
-            bytes,
-            path,
-            pos: HEADER_BYTES as u64,
-            expect: header.base,
-        })
-    }
-
-    fn next_frame(&mut self) -> Result<Option<frame::FrameRef<'a>>> {
-        let Some(rest) = self.bytes.get(self.pos as usize..) else {
-            return Ok(None);
-        };
-        if rest.is_empty() {
-            return Ok(None);
-        }
-        let f = frame::decode(rest).map_err(|e| {
-            let why = match e {
-                frame::FrameError::Truncated => "frame cut short".to_owned(),
-                frame::FrameError::Invalid(why) => why,
-            };
-            Error::corrupt(self.path, self.pos, why)
-        })?;
-        if f.seq != self.expect {
-            return Err(Error::corrupt(
-                self.path,
-                self.pos,
-                format!("sequence {} where {} was expected", f.seq, self.expect),
-            ));
-        }
-        self.pos += f.frame_len as u64;
-        self.expect = f.seq.next();
-        Ok(Some(f))
     }
 }
 

@@ -5,6 +5,7 @@
 //! - `{base:020}.tidx`: its sparse timestamp index;
 //! - `checkpoint`: the recovery point (two slots, see `checkpoint`);
 //! - `sealed`: present when the log is closed for writes;
+//! - `gaps`: sequences given up after damage (see `gaps`);
 //! - `*.deleted`, `*.tmp`: leftovers of an interrupted delete or write, removed at open.
 
 use std::path::{Path, PathBuf};
@@ -43,6 +44,8 @@ impl SegmentFile {
 pub const CHECKPOINT: &str = "checkpoint";
 /// The seal marker's name.
 pub const SEALED: &str = "sealed";
+/// The name of the file listing the log's gaps.
+pub const GAPS: &str = "gaps";
 /// Suffix of a file being deleted.
 pub const DELETED_SUFFIX: &str = ".deleted";
 /// Suffix of a file being written before its rename.
@@ -101,6 +104,8 @@ mod tests {
     fn foreign_names_are_not_segments() {
         for name in [
             "checkpoint",
+            "gaps",
+            "00000000000000000007.log.damaged-from-40",
             "1.log",
             "0000000000000000000a.log",
             "00000000000000000001.log.deleted",

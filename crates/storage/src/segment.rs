@@ -23,6 +23,9 @@ pub struct SealedMeta {
     pub base: SeqNo,
     /// One past its last sequence (the next segment's base).
     pub end: SeqNo,
+    /// One past its last record: `end`, unless a recorded gap starts inside the segment
+    /// (sequences `records_end .. end` then hold no record).
+    pub records_end: SeqNo,
     /// Its newest record's timestamp; `None` if it holds no record.
     pub max_ts: Option<TimestampMs>,
 }
@@ -60,71 +63,112 @@ impl Mapping for Owned {
 /// How a scan of frames ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scan {
-    /// Position after the last good frame.
+    /// Position after the last complete batch.
     pub end_pos: u64,
-    /// Sequence after the last good frame.
+    /// Sequence after the last complete batch.
     pub next_seq: SeqNo,
-    /// Timestamp of the last good frame (or the one given at the start).
+    /// Timestamp of the last record of that batch (or the one given at the start).
     pub last_ts: Option<TimestampMs>,
-    /// Where and why the scan stopped before `limit`, if it did.
-    pub stop: Option<(u64, String)>,
+    /// Why the scan ended before `limit`, if it did.
+    pub stop: Option<Stop>,
+}
+
+/// Why a scan ended before its limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stop {
+    /// Where the first byte not taken as a frame is: the bad frame, or `limit` when the
+    /// frames ran out in the middle of a batch. Frames of an incomplete batch before it
+    /// (from `Scan::end_pos`) are dropped too.
+    pub pos: u64,
+    /// What was wrong, for the log.
+    pub reason: String,
+    /// Whether what follows the last complete batch is what a write cut short leaves (an
+    /// incomplete batch, a frame running past the end, zeros to the end), as opposed to
+    /// damage to bytes that were once whole.
+    pub torn: bool,
 }
 
 /// Scans frames from `pos` up to `limit`, requiring consecutive sequences from `next_seq`
-/// and non-decreasing timestamps, and feeding `indexer`.
+/// and non-decreasing timestamps, and feeding `indexer` with complete batches only.
 pub fn scan(
     bytes: &[u8],
-    mut pos: u64,
+    pos: u64,
     limit: u64,
     base: SeqNo,
-    mut next_seq: SeqNo,
-    mut last_ts: Option<TimestampMs>,
+    next_seq: SeqNo,
+    last_ts: Option<TimestampMs>,
     indexer: &mut Indexer,
 ) -> Scan {
     let limit = limit.min(bytes.len() as u64);
-    let mut stop = None;
-    while pos < limit {
-        let window = &bytes[pos as usize..limit as usize];
-        let f = match frame::decode(window) {
-            Ok(f) => f,
-            Err(frame::FrameError::Truncated) => {
-                stop = Some((pos, "incomplete frame (torn write)".to_owned()));
-                break;
-            }
-            Err(frame::FrameError::Invalid(why)) => {
-                stop = Some((pos, why));
-                break;
-            }
-        };
-        if f.seq != next_seq {
-            stop = Some((
-                pos,
-                format!("sequence {} where {next_seq} was expected", f.seq),
-            ));
-            break;
-        }
-        if last_ts.is_some_and(|t| f.timestamp < t) {
-            stop = Some((pos, "timestamp goes backwards".to_owned()));
-            break;
-        }
-        let rel = (f.seq.0 - base.0) as u32;
-        indexer.observe(rel, pos as u32, f.timestamp);
-        pos += f.frame_len as u64;
-        next_seq = f.seq.next();
-        last_ts = Some(f.timestamp);
-    }
-    Scan {
+    // The end of the last complete batch, and where frames are read now.
+    let mut done = Scan {
         end_pos: pos,
         next_seq,
         last_ts,
-        stop,
+        stop: None,
+    };
+    let mut marks = indexer.clone_marks();
+    let (mut pos, mut next_seq, mut last_ts) = (pos, next_seq, last_ts);
+    while pos < limit {
+        let window = &bytes[pos as usize..limit as usize];
+        let bad = match frame::decode(window) {
+            Ok(f) if f.seq != next_seq => {
+                Some(format!("sequence {} where {next_seq} was expected", f.seq))
+            }
+            Ok(f) if last_ts.is_some_and(|t| f.timestamp < t) => {
+                Some("timestamp goes backwards".to_owned())
+            }
+            Ok(f) => {
+                let rel = (f.seq.0 - base.0) as u32;
+                indexer.observe(rel, pos as u32, f.timestamp);
+                pos += f.frame_len as u64;
+                next_seq = f.seq.next();
+                last_ts = Some(f.timestamp);
+                if !f.more {
+                    done = Scan {
+                        end_pos: pos,
+                        next_seq,
+                        last_ts,
+                        stop: None,
+                    };
+                    marks = indexer.clone_marks();
+                }
+                None
+            }
+            Err(frame::FrameError::Truncated) => Some("incomplete frame (torn write)".to_owned()),
+            Err(frame::FrameError::Invalid(why)) => Some(why),
+        };
+        if let Some(reason) = bad {
+            let all_zero = window.iter().all(|b| *b == 0);
+            let torn = all_zero || frame::looks_torn(window, next_seq, last_ts);
+            done.stop = Some(Stop { pos, reason, torn });
+            break;
+        }
     }
+    if pos != done.end_pos && done.stop.is_none() {
+        done.stop = Some(Stop {
+            pos,
+            reason: format!(
+                "incomplete batch: {} records without the batch's last",
+                next_seq.0 - done.next_seq.0
+            ),
+            torn: true,
+        });
+    }
+    indexer.restore_marks(marks);
+    done
 }
 
 /// Reads what a sealed segment's timestamp index says of it (newest timestamp and record
 /// count) without mapping anything. `None` if the index is missing or disagrees with
-/// `end`, in which case the caller opens the segment fully.
-pub fn quick_meta(fs: &dyn FileSystem, dir: &Path, base: SeqNo, end: SeqNo) -> Option<SealedMeta> {
+/// `records_end`, in which case the caller opens the segment fully.
+pub fn quick_meta(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    base: SeqNo,
+    end: SeqNo,
+    records_end: SeqNo,
+) -> Option<SealedMeta> {
     let file = fs
         .open(&segment_path(dir, base, SegmentFile::TimeIndex))
         .ok()?;
@@ -137,9 +181,10 @@ pub fn quick_meta(fs: &dyn FileSystem, dir: &Path, base: SeqNo, end: SeqNo) -> O
         return None;
     }
     if entries == 0 {
-        return (end == base).then_some(SealedMeta {
+        return (records_end == base).then_some(SealedMeta {
             base,
             end,
+            records_end,
             max_ts: None,
         });
     }
@@ -147,9 +192,10 @@ pub fn quick_meta(fs: &dyn FileSystem, dir: &Path, base: SeqNo, end: SeqNo) -> O
     file.read_exact_at(len - TIME_ENTRY_BYTES as u64, &mut last)
         .ok()?;
     let e = TimeIndex(&last).last()?;
-    (base.0 + u64::from(e.rel) + 1 == end.0).then_some(SealedMeta {
+    (base.0 + u64::from(e.rel) + 1 == records_end.0).then_some(SealedMeta {
         base,
         end,
+        records_end,
         max_ts: Some(e.ts),
     })
 }
@@ -172,7 +218,7 @@ pub fn open_sealed(
     if let (Some(seq), Some(time)) = (seq, time) {
         let sidx = SeqIndex(seq.entries());
         let tidx = TimeIndex(time.entries());
-        let records = meta.end.0 - meta.base.0;
+        let records = meta.records_end.0 - meta.base.0;
         let last_ok = match tidx.last() {
             None => records == 0,
             Some(e) => u64::from(e.rel) + 1 == records && Some(e.ts) == meta.max_ts,
@@ -180,7 +226,7 @@ pub fn open_sealed(
         if sidx.check(log_len).is_ok() && tidx.check().is_ok() && last_ok {
             let scan = Scan {
                 end_pos: log_len,
-                next_seq: meta.end,
+                next_seq: meta.records_end,
                 last_ts: meta.max_ts,
                 stop: None,
             };
@@ -197,7 +243,7 @@ pub fn open_sealed(
 }
 
 /// Rebuilds a sealed segment's indexes by scanning its log, and writes them to disk.
-fn rebuild_sealed(
+pub fn rebuild_sealed(
     fs: &dyn FileSystem,
     dir: &Path,
     base: SeqNo,
@@ -272,9 +318,9 @@ pub fn write_index(
     let file = fs.create_new(&tmp).map_err(|e| Error::io(&tmp, e))?;
     file.write_all_at(0, &bytes)
         .map_err(|e| Error::io(&tmp, e))?;
-    file.sync_data().map_err(|e| Error::io(&tmp, e))?;
+    file.sync_data().map_err(|e| Error::sync(&tmp, e))?;
     fs.rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
-    fs.sync_dir(dir).map_err(|e| Error::io(dir, e))?;
+    fs.sync_dir(dir).map_err(|e| Error::sync(dir, e))?;
     Ok(IndexBytes(Arc::new(Owned(bytes))))
 }
 

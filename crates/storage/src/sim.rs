@@ -14,7 +14,13 @@
 //!   next one (a write may land partly) and fails every mutating operation after it, until
 //!   `crash` is called. Looping N over every value crashes a workload at every boundary.
 //! - I/O errors: the Nth write or sync from now can fail with any `io::ErrorKind` (EIO,
-//!   ENOSPC...), a write optionally torn at a byte; the disk can be made full.
+//!   ENOSPC...), a write optionally torn at a byte (a failed write never lands whole); the
+//!   Nth open, create or map can fail (EMFILE, ENOMEM...); the disk can be made full.
+//! - `syncfs`: by default it returns success and makes nothing durable, as on a FUSE file
+//!   system; [`SimFs::set_syncfs_flushes`] models one whose `syncfs` flushes every file.
+//! - Gates ([`Gate`]): file syncs, or the next write after it has landed a prefix, wait
+//!   until the test lets them through, so a test puts events of several threads in an exact
+//!   order without sleeping.
 //!
 //! Everything is deterministic: the only randomness is the seed given to `TornTail`.
 
@@ -23,7 +29,12 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::fs::{FileHandle, FileSystem, Mapping};
+use crate::fs::{FileHandle, FileSystem, FsInfo, Mapping};
+
+mod gate;
+
+pub use gate::Gate;
+use gate::{GateInner, GatePass};
 
 /// What survives a simulated crash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +47,10 @@ pub enum CrashMode {
         /// Seed for the prefix lengths.
         seed: u64,
     },
+    /// Everything written survives, synced or not, as when the process is killed
+    /// (SIGKILL) and the kernel's page cache is not lost: a write the kill cut short
+    /// keeps the bytes it had landed.
+    KeepWritten,
 }
 
 /// Counts of the operations the simulated disk has seen.
@@ -45,8 +60,10 @@ pub struct SimStats {
     pub mutations: u64,
     /// `write_all_at` calls.
     pub writes: u64,
-    /// `sync_data` and `sync_dir` calls.
+    /// `sync_data`, `sync_filesystem` and `sync_dir` calls.
     pub syncs: u64,
+    /// `create_new`, `open` and `map` calls.
+    pub opens: u64,
 }
 
 /// An in-memory disk with separate live and durable state. Cloning shares the disk.
@@ -92,6 +109,14 @@ struct State {
     dir_renames: Vec<(PathBuf, PathBuf)>,
     /// How long a file sync takes, to make syncs overlap with appends as on a real disk.
     sync_delay: std::time::Duration,
+    /// Planned failure of an open, create or map.
+    open_fault: Option<Planned>,
+    /// Whether `syncfs` makes every file durable (false: it flushes nothing, as on FUSE).
+    syncfs_flushes: bool,
+    /// Where file syncs wait, if a test gates them.
+    sync_gate: Option<Arc<GateInner>>,
+    /// The gate of the next write, and how many bytes it lands before waiting there.
+    write_gate: Option<(Arc<GateInner>, usize)>,
 }
 
 enum Op<'a> {
@@ -119,7 +144,7 @@ impl State {
                 let tear = plan.tear_bytes;
                 self.power_cut = None;
                 return match (op, tear) {
-                    (Op::Write(buf), Some(n)) => Ok(Some(n.min(buf.len()))),
+                    (Op::Write(buf), Some(n)) => Ok(Some(torn_len(n, buf))),
                     _ => Err(io::Error::other("simulated power cut: the disk is gone")),
                 };
             }
@@ -138,7 +163,7 @@ impl State {
                     (Op::Write(buf), Some(n)) => {
                         // Signal a torn write through the error kind of the plan.
                         self.write_fault_pending_kind = Some(plan.kind);
-                        Ok(Some(n.min(buf.len())))
+                        Ok(Some(torn_len(n, buf)))
                     }
                     _ => Err(io::Error::new(plan.kind, "simulated I/O fault")),
                 };
@@ -146,6 +171,28 @@ impl State {
             plan.countdown -= 1;
         }
         Ok(None)
+    }
+
+    /// Makes every live byte and name durable (what survives a killed process).
+    fn keep_written(&mut self) {
+        self.durable = self.live.clone();
+        for inode in self.inodes.values_mut() {
+            inode.durable = inode.live.clone();
+        }
+    }
+
+    /// Counts an open, create or map and fails it if one is planned to fail now.
+    fn admit_open(&mut self) -> io::Result<()> {
+        self.stats.opens += 1;
+        if let Some(plan) = self.open_fault.as_mut() {
+            if plan.countdown == 0 {
+                let kind = plan.kind;
+                self.open_fault = None;
+                return Err(io::Error::new(kind, "simulated failure to open"));
+            }
+            plan.countdown -= 1;
+        }
+        Ok(())
     }
 
     fn inode(&mut self, id: u64) -> io::Result<&mut Inode> {
@@ -164,6 +211,12 @@ impl State {
             None => Err(not_found(path)),
         }
     }
+}
+
+/// The bytes a torn write lands: at most `n`, and never the whole buffer (a write that
+/// fails has not written everything).
+fn torn_len(n: usize, buf: &[u8]) -> usize {
+    n.min(buf.len().saturating_sub(1))
 }
 
 fn not_found(path: &Path) -> io::Error {
@@ -195,7 +248,7 @@ impl SimFs {
     }
 
     /// The `n`th write from now (0 = the next) fails with `kind`; with `tear_bytes`, its
-    /// first bytes land before it fails.
+    /// first bytes land before it fails (never all of them: a failed write is incomplete).
     pub fn fail_nth_write(&self, n: u64, kind: io::ErrorKind, tear_bytes: Option<usize>) {
         self.lock().write_fault = Some(Planned {
             countdown: n,
@@ -213,6 +266,39 @@ impl SimFs {
         });
     }
 
+    /// The `n`th open, create or map from now (0 = the next) fails with `kind` (EMFILE is
+    /// `io::ErrorKind::Other` with its message; any kind will do).
+    pub fn fail_nth_open(&self, n: u64, kind: io::ErrorKind) {
+        self.lock().open_fault = Some(Planned {
+            countdown: n,
+            kind,
+            tear_bytes: None,
+        });
+    }
+
+    /// Whether `syncfs` makes every file's data durable (as on ext4, xfs or btrfs). Off
+    /// by default: `syncfs` then succeeds and flushes nothing, as on a FUSE file system.
+    pub fn set_syncfs_flushes(&self, flushes: bool) {
+        self.lock().syncfs_flushes = flushes;
+    }
+
+    /// From now on every file sync (`sync_data`, `sync_filesystem`; not `sync_dir`) waits at
+    /// the returned gate before it takes effect. Replaces an earlier sync gate.
+    pub fn gate_syncs(&self) -> Gate {
+        let (gate, inner) = Gate::new();
+        self.lock().sync_gate = Some(inner);
+        gate
+    }
+
+    /// The next write lands its first `land_first` bytes (visible to reads and to syncs),
+    /// then waits at the returned gate; once released, the rest lands, unless the rest
+    /// fails (a power cut or a planned fault meanwhile applies to it as to a new write).
+    pub fn gate_next_write(&self, land_first: usize) -> Gate {
+        let (gate, inner) = Gate::new();
+        self.lock().write_gate = Some((inner, land_first));
+        gate
+    }
+
     /// While full, every write that would grow a file fails with `StorageFull` (ENOSPC).
     pub fn set_disk_full(&self, full: bool) {
         self.lock().disk_full = full;
@@ -223,11 +309,13 @@ impl SimFs {
         let mut s = self.lock();
         s.write_fault = None;
         s.sync_fault = None;
+        s.open_fault = None;
         s.disk_full = false;
     }
 
     /// Lets `ops` more mutating operations succeed; the next one fails (a write lands its
-    /// first `tear_bytes` bytes, if given) and so does every one after it until [`crash`].
+    /// first `tear_bytes` bytes, if given, short of the whole write) and so does every one
+    /// after it until [`crash`].
     ///
     /// [`crash`]: SimFs::crash
     pub fn power_cut_after(&self, ops: u64, tear_bytes: Option<usize>) {
@@ -252,8 +340,11 @@ impl SimFs {
     /// lost (see [`CrashMode`]). Planned faults are cleared and the disk works again.
     pub fn crash(&self, mode: CrashMode) {
         let mut s = self.lock();
+        if mode == CrashMode::KeepWritten {
+            s.keep_written();
+        }
         let mut rng = match mode {
-            CrashMode::DropUnsynced => None,
+            CrashMode::DropUnsynced | CrashMode::KeepWritten => None,
             CrashMode::TornTail { seed } => Some(SplitMix(seed)),
         };
         s.live = s.durable.clone();
@@ -287,6 +378,7 @@ impl SimFs {
         s.powered_off = false;
         s.write_fault = None;
         s.sync_fault = None;
+        s.open_fault = None;
         s.write_fault_pending_kind = None;
         s.dir_renames.clear();
     }
@@ -350,11 +442,44 @@ impl Mapping for SnapshotMapping {
 }
 
 impl SimFile {
-    /// Sleeps for the disk's sync delay, outside its lock.
-    fn wait_sync_delay(&self) {
-        let delay = self.fs.lock().sync_delay;
+    /// Waits at the sync gate, if any, then sleeps for the disk's sync delay, both outside
+    /// its lock. The pass keeps the operation counted at the gate until it has taken effect.
+    fn before_sync(&self) -> Option<GatePass> {
+        let (gate, delay) = {
+            let s = self.fs.lock();
+            (s.sync_gate.clone(), s.sync_delay)
+        };
+        let pass = gate.map(|g| g.enter());
         if !delay.is_zero() {
             std::thread::sleep(delay);
+        }
+        pass
+    }
+
+    /// Lands `buf[..land]` at `start` (growing the file with zeros if needed).
+    fn land(s: &mut State, id: u64, start: usize, buf: &[u8]) -> io::Result<()> {
+        let inode = s.inode(id)?;
+        if inode.live.len() < start + buf.len() {
+            inode.live.resize(start + buf.len(), 0);
+        }
+        inode.live[start..start + buf.len()].copy_from_slice(buf);
+        Ok(())
+    }
+
+    /// The rest of a gated write, after its gate: it fails if the power went meanwhile or a
+    /// fault is planned for it.
+    fn land_rest(&self, start: usize, rest: &[u8]) -> io::Result<()> {
+        let mut s = self.fs.lock();
+        match s.admit(&Op::Write(rest))? {
+            None => Self::land(&mut s, self.id, start, rest),
+            Some(n) => {
+                Self::land(&mut s, self.id, start, &rest[..n])?;
+                let kind = s
+                    .write_fault_pending_kind
+                    .take()
+                    .unwrap_or(io::ErrorKind::Other);
+                Err(io::Error::new(kind, "simulated torn write"))
+            }
         }
     }
 }
@@ -388,12 +513,17 @@ impl FileHandle for SimFile {
                 "simulated disk full",
             ));
         }
-        let land = torn.unwrap_or(buf.len());
-        let inode = s.inode(self.id)?;
-        if inode.live.len() < start + land {
-            inode.live.resize(start + land, 0);
+        if torn.is_none() {
+            if let Some((gate, first)) = s.write_gate.take() {
+                let first = first.min(buf.len());
+                Self::land(&mut s, self.id, start, &buf[..first])?;
+                drop(s);
+                let _pass = gate.enter();
+                return self.land_rest(start + first, &buf[first..]);
+            }
         }
-        inode.live[start..start + land].copy_from_slice(&buf[..land]);
+        let land = torn.unwrap_or(buf.len());
+        Self::land(&mut s, self.id, start, &buf[..land])?;
         if torn.is_some() {
             let kind = s
                 .write_fault_pending_kind
@@ -413,7 +543,7 @@ impl FileHandle for SimFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        self.wait_sync_delay();
+        let _pass = self.before_sync();
         let mut s = self.fs.lock();
         s.admit(&Op::Sync)?;
         let inode = s.inode(self.id)?;
@@ -421,21 +551,26 @@ impl FileHandle for SimFile {
         Ok(())
     }
 
-    /// Every file's data becomes durable; directory entries do not (a real `syncfs` also
-    /// syncs them, so the simulation stays the stricter of the two).
+    /// By default nothing becomes durable, as on a FUSE file system whose `syncfs` does not
+    /// reach the file system below. With [`SimFs::set_syncfs_flushes`], every file's data
+    /// becomes durable; directory entries do not (a real `syncfs` also syncs them, so the
+    /// simulation stays the stricter of the two).
     fn sync_filesystem(&self) -> io::Result<()> {
-        self.wait_sync_delay();
+        let _pass = self.before_sync();
         let mut s = self.fs.lock();
         s.admit(&Op::Sync)?;
         s.inode(self.id)?;
-        for inode in s.inodes.values_mut() {
-            inode.durable = inode.live.clone();
+        if s.syncfs_flushes {
+            for inode in s.inodes.values_mut() {
+                inode.durable = inode.live.clone();
+            }
         }
         Ok(())
     }
 
     fn map(&self, _len_min: u64) -> io::Result<Arc<dyn Mapping>> {
         let mut s = self.fs.lock();
+        s.admit_open()?;
         Ok(Arc::new(SnapshotMapping(s.inode(self.id)?.live.clone())))
     }
 }
@@ -515,6 +650,7 @@ impl FileSystem for SimFs {
                 format!("{} exists", path.display()),
             ));
         }
+        s.admit_open()?;
         s.admit(&Op::Other)?;
         let id = s.inode_next;
         s.inode_next += 1;
@@ -527,8 +663,9 @@ impl FileSystem for SimFs {
     }
 
     fn open(&self, path: &Path) -> io::Result<Arc<dyn FileHandle>> {
-        let s = self.lock();
+        let mut s = self.lock();
         let id = s.file_at(path)?;
+        s.admit_open()?;
         Ok(Arc::new(SimFile {
             fs: self.clone(),
             id,
@@ -577,6 +714,19 @@ impl FileSystem for SimFs {
         s.admit(&Op::Other)?;
         s.live.retain(|p, _| !p.starts_with(path));
         Ok(())
+    }
+
+    fn fs_info(&self, _dir: &Path) -> io::Result<FsInfo> {
+        let flushes = self.lock().syncfs_flushes;
+        Ok(FsInfo {
+            name: if flushes {
+                "simfs"
+            } else {
+                "simfs (syncfs flushes nothing)"
+            }
+            .to_owned(),
+            syncfs_flushes_data: flushes,
+        })
     }
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
@@ -731,6 +881,88 @@ mod tests {
         fs.crash(CrashMode::DropUnsynced);
         assert_eq!(fs.read_file(&dir.join("a")).unwrap(), b"");
         a.write_all_at(0, b"back").unwrap();
+    }
+
+    const LONG: std::time::Duration = std::time::Duration::from_secs(60);
+
+    #[test]
+    fn a_sync_gate_holds_syncs_until_released_in_arrival_order() {
+        let (fs, dir) = setup();
+        let files: Vec<_> = (0..2)
+            .map(|i| fs.create_new(&dir.join(format!("f{i}"))).unwrap())
+            .collect();
+        fs.sync_dir(&dir).unwrap();
+        for f in &files {
+            f.write_all_at(0, b"x").unwrap();
+        }
+        let gate = fs.gate_syncs();
+        std::thread::scope(|scope| {
+            let first = scope.spawn(|| files[0].sync_data());
+            assert!(gate.wait_arrived(1, LONG));
+            let second = scope.spawn(|| files[1].sync_data());
+            assert!(gate.wait_arrived(2, LONG));
+            assert_eq!(gate.passed(), 0, "nothing passes a closed gate");
+            // The first sync to arrive is the first let through.
+            gate.release(1);
+            assert!(gate.wait_passed(1, LONG));
+            assert_eq!(fs.lock().inode(0).unwrap().durable, b"x");
+            assert!(fs.lock().inode(1).unwrap().durable.is_empty());
+            drop(gate);
+            first.join().unwrap().unwrap();
+            second.join().unwrap().unwrap();
+        });
+    }
+
+    #[test]
+    fn a_gated_write_lands_a_prefix_a_sync_can_make_durable_before_the_rest() {
+        let (fs, dir) = setup();
+        let a = fs.create_new(&dir.join("a")).unwrap();
+        fs.sync_dir(&dir).unwrap();
+        let gate = fs.gate_next_write(3);
+        std::thread::scope(|scope| {
+            let writer = scope.spawn(|| a.write_all_at(0, b"abcdef"));
+            assert!(gate.wait_arrived(1, LONG));
+            assert_eq!(fs.read_file(&dir.join("a")).unwrap(), b"abc");
+            a.sync_data().unwrap();
+            // The power goes before the rest lands: the rest fails, the prefix stays.
+            fs.power_cut_after(0, None);
+            gate.release(1);
+            assert!(writer.join().unwrap().is_err());
+        });
+        fs.crash(CrashMode::DropUnsynced);
+        assert_eq!(fs.read_file(&dir.join("a")).unwrap(), b"abc");
+        // Only the next write was gated.
+        a.write_all_at(3, b"def").unwrap();
+    }
+
+    #[test]
+    fn syncfs_flushes_nothing_unless_the_disk_is_told_it_does() {
+        let (fs, dir) = setup();
+        let a = fs.create_new(&dir.join("a")).unwrap();
+        fs.sync_dir(&dir).unwrap();
+        a.write_all_at(0, b"lost").unwrap();
+        a.sync_filesystem().unwrap();
+        assert!(!fs.fs_info(&dir).unwrap().syncfs_flushes_data);
+        fs.crash(CrashMode::DropUnsynced);
+        assert_eq!(fs.read_file(&dir.join("a")).unwrap(), b"");
+        fs.set_syncfs_flushes(true);
+        a.write_all_at(0, b"kept").unwrap();
+        a.sync_filesystem().unwrap();
+        fs.crash(CrashMode::DropUnsynced);
+        assert_eq!(fs.read_file(&dir.join("a")).unwrap(), b"kept");
+    }
+
+    #[test]
+    fn a_planned_open_fault_fails_one_open_create_or_map() {
+        let (fs, dir) = setup();
+        let a = fs.create_new(&dir.join("a")).unwrap();
+        fs.fail_nth_open(1, io::ErrorKind::Other);
+        fs.open(&dir.join("a")).unwrap();
+        assert!(a.map(0).is_err());
+        a.map(0).unwrap();
+        fs.fail_nth_open(0, io::ErrorKind::Other);
+        assert!(fs.create_new(&dir.join("b")).is_err());
+        assert!(!fs.exists(&dir.join("b")));
     }
 
     #[test]

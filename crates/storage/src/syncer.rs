@@ -12,12 +12,32 @@
 //! made (the caller's bytes were already written), so nothing is acknowledged that the sync
 //! did not cover. A failed `syncfs` fails every request it was answering: each of those logs
 //! poisons itself, as after a failed `fdatasync`, because the error may be any file's.
+//!
+//! `syncfs` is a data barrier only where the file system makes it one: on FUSE it returns
+//! success without flushing anything below. [`SyncScheduler::for_data_dir`] therefore uses
+//! it only on file systems known to flush every file's data with it (ext4, xfs, btrfs;
+//! [`crate::fs::FsInfo`]), unless the operator's [`SyncfsPolicy`] says otherwise; everywhere
+//! else every log syncs its own file with `fdatasync`.
 
 use std::collections::HashMap;
 use std::io;
+use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use crate::fs::FileHandle;
+use crate::fs::{FileHandle, FileSystem};
+
+/// When the syncs of many waiting logs may be shared as one `syncfs` (`storage.syncfs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncfsPolicy {
+    /// Only where the data directory's file system is known to flush every file's data
+    /// with `syncfs` (ext4, xfs, btrfs); elsewhere one `fdatasync` per log.
+    #[default]
+    Auto,
+    /// Whatever the file system: the operator vouches that its `syncfs` flushes data.
+    Always,
+    /// Never: one `fdatasync` per log, always.
+    Never,
+}
 
 /// Counts of what a [`SyncScheduler`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -62,6 +82,50 @@ impl SyncScheduler {
             queue: Mutex::new(Queue::default()),
             done: Condvar::new(),
         })
+    }
+
+    /// The scheduler for the logs of the data directory `dir` on `fs`: [`SyncScheduler::new`]
+    /// with `coalesce_after` where `policy` allows `syncfs` on that file system, and with
+    /// 0 (one `fdatasync` per log) where it does not. Logs the mode chosen.
+    pub fn for_data_dir(
+        fs: &dyn FileSystem,
+        dir: &Path,
+        coalesce_after: usize,
+        policy: SyncfsPolicy,
+    ) -> Arc<SyncScheduler> {
+        let info = fs.fs_info(dir);
+        let (name, flushes) = match &info {
+            Ok(i) => (i.name.clone(), i.syncfs_flushes_data),
+            Err(e) => (format!("unknown ({e})"), false),
+        };
+        let syncfs = match policy {
+            SyncfsPolicy::Always => true,
+            SyncfsPolicy::Never => false,
+            SyncfsPolicy::Auto => flushes,
+        };
+        let coalesce = if syncfs { coalesce_after } else { 0 };
+        let mode = if coalesce > 0 {
+            "per-log fdatasync, shared syncfs past sync_coalesce_after waiting logs"
+        } else {
+            "per-log fdatasync only"
+        };
+        tracing::info!(
+            data_dir = %dir.display(),
+            file_system = %name,
+            syncfs_flushes_data = flushes,
+            policy = ?policy,
+            coalesce_after = coalesce,
+            "sync mode: {mode}"
+        );
+        if policy == SyncfsPolicy::Always && !flushes && coalesce > 0 {
+            tracing::warn!(file_system = %name, "storage.syncfs = \"always\" on a file system not known to flush data with syncfs: acknowledged records may be lost in a power loss");
+        }
+        SyncScheduler::new(coalesce)
+    }
+
+    /// Whether this scheduler ever answers a request with `syncfs`.
+    pub fn uses_syncfs(&self) -> bool {
+        self.coalesce_after > 0
     }
 
     /// What the scheduler has done so far.
@@ -184,6 +248,7 @@ mod tests {
     #[test]
     fn many_waiters_share_filesystem_syncs_and_all_become_durable() {
         let fs = SimFs::new();
+        fs.set_syncfs_flushes(true);
         fs.set_sync_delay(std::time::Duration::from_millis(200));
         let s = SyncScheduler::new(2);
         let all = files(&fs, 64);
@@ -207,16 +272,41 @@ mod tests {
         }
     }
 
+    /// Long enough for any machine: the gates below return as soon as their event happens.
+    const LONG: std::time::Duration = std::time::Duration::from_secs(60);
+
     #[test]
     fn no_request_a_failed_sync_answered_is_told_it_is_durable() {
         let fs = SimFs::new();
-        fs.set_sync_delay(std::time::Duration::from_millis(200));
+        fs.set_syncfs_flushes(true);
         let s = SyncScheduler::new(1);
         let all = files(&fs, 16);
-        // The direct sync lands first (it started first); the next, the first syncfs,
-        // fails, with every request it answered.
-        fs.fail_nth_sync(1, io::ErrorKind::Other);
-        let oks = sync_all(&s, &all, 1);
+        let gate = fs.gate_syncs();
+        let oks: Vec<bool> = std::thread::scope(|scope| {
+            let (s, gate) = (&s, &gate);
+            // The direct sync takes the only direct slot and waits at the gate (ticket 0).
+            let first = &all[0];
+            let direct = scope.spawn(move || s.sync_data(first).is_ok());
+            assert!(gate.wait_arrived(1, LONG), "the direct sync never started");
+            // Every other request queues behind it, and one of them leads a syncfs, which
+            // reaches the gate second (ticket 1) while the direct sync still holds its slot.
+            let queued: Vec<_> = all[1..]
+                .iter()
+                .map(|f| scope.spawn(move || s.sync_data(f).is_ok()))
+                .collect();
+            assert!(gate.wait_arrived(2, LONG), "no syncfs started");
+            // The direct sync lands first; then the syncfs, set to fail; then the rest.
+            gate.release(1);
+            assert!(gate.wait_passed(1, LONG));
+            fs.fail_nth_sync(0, io::ErrorKind::Other);
+            gate.release(1);
+            assert!(gate.wait_passed(2, LONG));
+            gate.open();
+            std::iter::once(direct)
+                .chain(queued)
+                .map(|h| h.join().unwrap())
+                .collect()
+        });
         assert!(oks[0], "the direct sync was not the one set to fail");
         assert!(oks.iter().any(|ok| !ok), "the failed sync answered nobody");
         assert!(s.lock().failed.is_empty(), "answers left behind");
@@ -227,5 +317,36 @@ mod tests {
                 assert_eq!(f.len().unwrap(), 4, "file {i} was told it was durable");
             }
         }
+    }
+
+    #[test]
+    fn a_file_system_whose_syncfs_flushes_nothing_gets_one_fdatasync_per_log() {
+        let fs = SimFs::new();
+        let dir = Path::new("/d");
+        let all = files(&fs, 8);
+        let auto = SyncScheduler::for_data_dir(&fs, dir, 2, SyncfsPolicy::Auto);
+        assert!(!auto.uses_syncfs());
+        // Every request is its own fdatasync, however many wait at once: all durable.
+        let gate = fs.gate_syncs();
+        std::thread::scope(|scope| {
+            let (auto, gate) = (&auto, &gate);
+            let handles: Vec<_> = all
+                .iter()
+                .map(|f| scope.spawn(move || auto.sync_data(f).unwrap()))
+                .collect();
+            assert!(gate.wait_arrived(8, LONG), "eight syncs at once");
+            gate.open();
+            handles.into_iter().for_each(|h| h.join().unwrap());
+        });
+        assert_eq!(auto.stats().filesystem_syncs, 0);
+        fs.crash(crate::sim::CrashMode::DropUnsynced);
+        for i in 0..8 {
+            assert_eq!(fs.open(&name(i)).unwrap().len().unwrap(), 4, "file {i}");
+        }
+        // The operator may force either way; a file system that flushes gets syncfs.
+        assert!(SyncScheduler::for_data_dir(&fs, dir, 2, SyncfsPolicy::Always).uses_syncfs());
+        fs.set_syncfs_flushes(true);
+        assert!(SyncScheduler::for_data_dir(&fs, dir, 2, SyncfsPolicy::Auto).uses_syncfs());
+        assert!(!SyncScheduler::for_data_dir(&fs, dir, 2, SyncfsPolicy::Never).uses_syncfs());
     }
 }

@@ -253,7 +253,7 @@ fn oversize_records_and_empty_batches_are_refused() {
 }
 
 #[test]
-fn a_record_larger_than_a_segment_gets_a_segment_of_its_own() {
+fn a_batch_is_never_split_across_segments() {
     let dir = tempfile::tempdir().unwrap();
     let fs = RealFs::shared();
     let config = LogConfig {
@@ -268,11 +268,59 @@ fn a_record_larger_than_a_segment_gets_a_segment_of_its_own() {
         explicit_hash_key: None,
         data: &big,
     };
+    // A batch larger than a segment goes whole into the (empty) active segment.
     log.append(&[r, r, r], ts(1)).unwrap();
-    assert_eq!(log.segment_count(), 3);
+    assert_eq!(log.segment_count(), 1);
+    // The next append rolls first; so does a batch that does not fit in what is left.
+    let small = sluice_storage::RecordIn {
+        partition_key: b"k",
+        explicit_hash_key: None,
+        data: &big[..1000],
+    };
+    log.append(&[small, small], ts(2)).unwrap();
+    assert_eq!(log.segment_count(), 2);
+    log.append(&[small, small, small], ts(3)).unwrap();
+    assert_eq!(
+        log.segment_count(),
+        3,
+        "the batch did not fit: it starts a segment"
+    );
     drop(log);
     let log = open(&fs, dir.path(), &config).unwrap();
-    assert_eq!(read_all(&log).len(), 3);
+    assert_eq!(read_all(&log).len(), 8);
+    // Each batch is in one segment: batch boundaries are segment starts here.
+    let mut logs: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".log"))
+        .collect();
+    logs.sort();
+    let bases: Vec<u64> = logs.iter().map(|n| n[..20].parse().unwrap()).collect();
+    assert_eq!(bases, vec![0, 3, 5]);
+}
+
+#[test]
+fn a_batch_larger_than_the_batch_limit_is_refused_whole() {
+    let (_sim, fs, dir) = sim();
+    let config = LogConfig {
+        batch_bytes_max: 70_000,
+        ..small_config()
+    };
+    let log = open(&fs, &dir, &config).unwrap();
+    let data = vec![7u8; 2000];
+    let r = sluice_storage::RecordIn {
+        partition_key: b"k",
+        explicit_hash_key: None,
+        data: &data,
+    };
+    let batch = vec![r; 40];
+    let err = log.append(&batch, ts(1)).unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidArgument(m) if m.contains("batch")),
+        "{err}"
+    );
+    assert_eq!(log.next_seq(), seq(0));
+    log.append(&batch[..30], ts(1)).unwrap();
 }
 
 #[test]

@@ -111,21 +111,35 @@ fn deleted_or_garbled_indexes_are_rebuilt_from_the_log() {
 }
 
 #[test]
-fn a_garbage_tail_on_the_active_segment_is_cut_off() {
+fn a_garbage_tail_on_the_active_segment_is_set_aside_and_its_numbers_never_reused() {
     let (sim, fs, dir) = sim();
     let config = small_config();
     let recs = fill(&fs, &dir, &config);
     let active = files(&sim, &dir, ".log").pop().unwrap();
     let mut bytes = sim.read_file(&active).unwrap();
+    let len = bytes.len();
     bytes.extend_from_slice(&[0xAB; 77]);
     sim.overwrite_file(&active, &bytes).unwrap();
     let log = open(&fs, &dir, &config).unwrap();
-    assert_eq!(log.recovery_stats().truncated_bytes, 77);
+    // Not a torn write (no write leaves such bytes): damage, set aside for inspection.
+    let stats = log.recovery_stats();
+    assert_eq!(stats.truncated_bytes, 77);
+    assert_eq!(stats.damaged_bytes, 77);
+    assert!(stats.sequences_skipped > 0);
+    let aside = dir.join(format!(
+        "{}.damaged-from-{len}",
+        active.file_name().unwrap().to_str().unwrap()
+    ));
+    assert_eq!(sim.read_file(&aside).unwrap(), vec![0xAB; 77]);
     assert_eq!(read_all(&log).len(), recs.len());
-    assert_eq!(
-        log.append(&[recs[0].as_in()], ts(1000)).unwrap().first,
-        seq(300)
-    );
+    // The records a damaged tail may have held keep their numbers: new ones go above.
+    let next = log.append(&[recs[0].as_in()], ts(1000)).unwrap().first;
+    assert!(next.0 >= 300 + 77 / 32, "{next:?}");
+    drop(log);
+    let log = open(&fs, &dir, &config).unwrap();
+    let got = read_all(&log);
+    assert_eq!(got.len(), recs.len() + 1);
+    assert_eq!(got.last().unwrap().seq, next);
 }
 
 #[test]
@@ -170,20 +184,52 @@ fn a_damaged_checkpoint_means_a_full_scan_not_a_failure() {
 }
 
 #[test]
-fn a_damaged_segment_header_is_a_typed_error() {
+fn a_damaged_sealed_segment_header_is_a_typed_error() {
     let (sim, fs, dir) = sim();
     let config = small_config();
     fill(&fs, &dir, &config);
-    let active = files(&sim, &dir, ".log").pop().unwrap();
-    let mut bytes = sim.read_file(&active).unwrap();
+    let sealed = files(&sim, &dir, ".log")[2].clone();
+    for index in [".sidx", ".tidx"] {
+        let path = sealed.with_extension(&index[1..]);
+        sluice_storage::FileSystem::remove_file(&sim, &path).unwrap();
+    }
+    let mut bytes = sim.read_file(&sealed).unwrap();
     bytes[0] ^= 0xff;
-    sim.overwrite_file(&active, &bytes).unwrap();
+    sim.overwrite_file(&sealed, &bytes).unwrap();
     match open(&fs, &dir, &config) {
         Err(Error::Corrupt {
             path, position: 0, ..
-        }) => assert_eq!(path, active),
+        }) => assert_eq!(path, sealed),
         other => panic!("expected Corrupt, got {other:?}"),
     }
+}
+
+#[test]
+fn a_damaged_active_segment_header_loses_its_records_but_never_their_numbers() {
+    let (sim, fs, dir) = sim();
+    let config = small_config();
+    let recs = fill(&fs, &dir, &config);
+    let active = files(&sim, &dir, ".log").pop().unwrap();
+    let base: u64 = active.file_name().unwrap().to_str().unwrap()[..20]
+        .parse()
+        .unwrap();
+    let mut bytes = sim.read_file(&active).unwrap();
+    bytes[0] ^= 0xff;
+    sim.overwrite_file(&active, &bytes).unwrap();
+    let log = open(&fs, &dir, &config).unwrap();
+    assert!(log.recovery_stats().found_damage());
+    let got = read_all(&log);
+    assert_eq!(
+        got.len(),
+        base as usize,
+        "records before the damaged segment stay"
+    );
+    assert!(recs.iter().zip(&got).all(|(r, g)| r.matches(g)));
+    let aside = dir.join(format!("{base:020}.log.damaged-from-0"));
+    assert_eq!(sim.read_file(&aside).unwrap(), bytes);
+    assert!(log.next_seq().0 >= 300);
+    let a = log.append(&[recs[0].as_in()], ts(1000)).unwrap();
+    assert!(a.first.0 >= 300);
 }
 
 #[test]

@@ -1,8 +1,10 @@
 //! Power-loss tests on the simulated disk: crash a seeded workload at every mutating
 //! operation (and with torn writes), recover, and check that every acknowledged record is
-//! there, identical, that nothing unacknowledged is half-visible, and that sequences go on
-//! without gaps or reuse. (That retention keeps young records through a crash is its own
-//! test below.) A failure prints the seed; `SLUICE_SEED=N` reruns one seed.
+//! there, identical, that a batch cut off by the crash is there whole or not at all, and
+//! that sequences go on without gaps or reuse. (That retention keeps young records through
+//! a crash is its own test below, and so are the two ways part of a batch reaches the disk
+//! first: a sync led by another append, and a torn write.) A failure prints the seed;
+//! `SLUICE_SEED=N` reruns one seed.
 
 #![allow(clippy::unwrap_used)]
 
@@ -10,16 +12,17 @@ mod common;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use common::*;
-use sluice_storage::{CrashMode, FileSystem, LogConfig, SimFs, SplitMix};
+use sluice_storage::{CrashMode, FileSystem, LogConfig, SimFs, SplitMix, frame};
 
 /// What the workload was told.
 #[derive(Default, Debug)]
 struct Outcome {
     /// Acknowledged records, indexed by sequence.
     acked: Vec<Rec>,
-    /// The batch whose append failed: any prefix of it may survive, complete.
+    /// The batch whose append failed: it may survive whole, or not at all.
     pending: Vec<Rec>,
 }
 
@@ -82,6 +85,12 @@ fn verify(fs: &Arc<dyn FileSystem>, dir: &Path, config: &LogConfig, out: &Outcom
     assert!(
         got.len() + trim <= acked + out.pending.len(),
         "{what}: records appeared that were never written"
+    );
+    assert!(
+        got.len() + trim == acked || got.len() + trim == acked + out.pending.len(),
+        "{what}: {} of the {} records of a batch cut off by the crash survived",
+        got.len() + trim - acked,
+        out.pending.len()
     );
     for r in &got {
         let i = r.seq.0 as usize;
@@ -176,6 +185,111 @@ fn crash_at_every_operation_loses_nothing_acknowledged() {
         }
     }
     eprintln!("crash scenarios: {scenarios}");
+}
+
+/// Records of `n` numbered frames of about `len` bytes each.
+fn batch(first_id: u64, n: u64, len: usize) -> Vec<Rec> {
+    (first_id..first_id + n)
+        .map(|i| Rec {
+            key: format!("k{i}").into_bytes(),
+            hash: None,
+            data: vec![i as u8; len],
+        })
+        .collect()
+}
+
+fn frames_len(recs: &[Rec]) -> usize {
+    recs.iter().map(|r| frame::encoded_len(&r.as_in())).sum()
+}
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// A batch is written with one write, but a sync another append leads can run while that
+/// write is half done (the kernel writes back whatever pages it holds), making the first
+/// frames of the batch durable before the rest exist. Power lost then: recovery must drop
+/// those frames, since the batch was never acknowledged.
+#[test]
+fn a_sync_led_by_another_append_never_makes_part_of_a_batch_survive() {
+    let (sim, fs, dir) = sim();
+    let config = LogConfig {
+        segment_bytes_max: 1 << 20,
+        ..small_config()
+    };
+    let log = Arc::new(open(&fs, &dir, &config).unwrap());
+    let first = batch(0, 2, 100);
+    let ins: Vec<_> = first.iter().map(Rec::as_in).collect();
+    let target = log.append_nowait(&ins, ts(1)).unwrap().durable_at.unwrap();
+    let second = batch(2, 5, 100);
+    let syncs = sim.gate_syncs();
+    std::thread::scope(|scope| {
+        // A leads the sync of the first batch; it waits at the gate, the log unlocked.
+        let a = scope.spawn(|| log.wait_durable_until(target));
+        assert!(
+            syncs.wait_arrived(1, LONG),
+            "the first batch's sync never started"
+        );
+        // B writes the second batch: its first two frames land, then the write waits.
+        let write = sim.gate_next_write(frames_len(&second[..2]));
+        let b = scope.spawn(|| {
+            let ins: Vec<_> = second.iter().map(Rec::as_in).collect();
+            log.append(&ins, ts(2))
+        });
+        assert!(
+            write.wait_arrived(1, LONG),
+            "the second batch was never written"
+        );
+        // A's sync now makes the first batch and those two frames durable; then the
+        // power goes before the rest of the second batch lands.
+        syncs.release(1);
+        assert!(syncs.wait_passed(1, LONG));
+        sim.power_cut_after(0, None);
+        write.release(1);
+        assert!(
+            b.join().unwrap().is_err(),
+            "the cut-off batch was acknowledged"
+        );
+        a.join().unwrap().unwrap();
+    });
+    drop(syncs);
+    sim.crash(CrashMode::DropUnsynced);
+    let log = open(&fs, &dir, &config).unwrap();
+    let got = read_all(&log);
+    assert_eq!(got.len(), 2, "part of the cut-off batch survived: {got:?}");
+    assert!(first.iter().zip(&got).all(|(r, g)| r.matches(g)));
+    assert_eq!(log.append(&ins, ts(3)).unwrap().first, seq(2));
+}
+
+/// A write cut short (a power cut, or a process killed while the kernel copies a large
+/// write) can leave whole frames of a batch in the file; recovery must drop them all.
+#[test]
+fn a_torn_write_that_left_whole_frames_of_a_batch_leaves_none_of_them() {
+    for kept in 1..5 {
+        for mode in [CrashMode::KeepWritten, CrashMode::DropUnsynced] {
+            let (sim, fs, dir) = sim();
+            let config = small_config();
+            let log = open(&fs, &dir, &config).unwrap();
+            let first = batch(0, 3, 50);
+            let ins: Vec<_> = first.iter().map(Rec::as_in).collect();
+            log.append(&ins, ts(1)).unwrap();
+            let second = batch(3, 5, 50);
+            let ins: Vec<_> = second.iter().map(Rec::as_in).collect();
+            // The power goes during the second batch's write, after `kept` whole frames.
+            sim.power_cut_after(0, Some(frames_len(&second[..kept])));
+            assert!(log.append(&ins, ts(2)).is_err());
+            drop(log);
+            sim.crash(mode);
+            let log = open(&fs, &dir, &config).unwrap();
+            let got = read_all(&log);
+            assert_eq!(got.len(), 3, "{kept} frames kept, {mode:?}: {got:?}");
+            if mode == CrashMode::KeepWritten {
+                assert!(
+                    log.recovery_stats().truncated_bytes > 0,
+                    "the torn batch was not cut"
+                );
+            }
+            assert_eq!(log.append(&ins, ts(3)).unwrap().first, seq(3));
+        }
+    }
 }
 
 #[test]

@@ -1,5 +1,6 @@
-//! I/O faults: failed syncs poison the log, failed writes (EIO, ENOSPC, torn) fail only the
-//! append they hit, and group commit shares syncs between concurrent appends.
+//! I/O faults: failed syncs poison the log, failed writes (EIO, ENOSPC, torn) and failed
+//! opens (EMFILE) fail only the append they hit and never poison it, an append that failed
+//! leaves no record behind, and group commit shares syncs between concurrent appends.
 
 #![allow(clippy::unwrap_used)]
 
@@ -150,4 +151,111 @@ fn group_commit_shares_syncs_between_concurrent_appends() {
         syncs <= 120,
         "200 appends from 8 threads took {syncs} syncs"
     );
+}
+
+/// A record of 100 bytes of data, `i` in every byte.
+fn hundred(i: u64) -> Rec {
+    Rec {
+        key: b"k".to_vec(),
+        hash: None,
+        data: vec![i as u8; 100],
+    }
+}
+
+/// A log whose active segment takes exactly three more 100-byte records before it must
+/// roll, and the records acknowledged so far.
+fn three_from_a_roll(
+    fs: &Arc<dyn sluice_storage::FileSystem>,
+    dir: &std::path::Path,
+) -> (sluice_storage::Log, Vec<Rec>) {
+    let config = small_config();
+    let log = open(fs, dir, &config).unwrap();
+    let rec = hundred;
+    let frame_len = sluice_storage::frame::encoded_len(&rec(0).as_in()) as u64;
+    // A 40-byte header, then as many frames as fit, less three.
+    let fit = (config.segment_bytes_max - 40) / frame_len;
+    let mut acked = Vec::new();
+    for i in 0..fit - 3 {
+        let r = rec(i);
+        log.append(&[r.as_in()], ts(i)).unwrap();
+        acked.push(r);
+    }
+    assert_eq!(log.segment_count(), 1);
+    (log, acked)
+}
+
+/// Issue 22, item 4: a roll that failed to open a file (EMFILE while descriptors were
+/// exhausted) poisoned the log as if a sync had failed; every later put failed until a
+/// restart, and shutdown exited with an error. Only a failed sync may poison.
+#[test]
+fn a_failed_open_during_a_roll_fails_that_append_and_never_poisons_the_log() {
+    let config = small_config();
+    let mut failures = 0;
+    for k in 0..10 {
+        let (sim, fs, dir) = sim();
+        let (log, mut acked) = three_from_a_roll(&fs, &dir);
+        // Five records that do not fit in the three places left: the append rolls.
+        let five: Vec<Rec> = (0..5).map(|i| hundred(100 + i)).collect();
+        let ins: Vec<_> = five.iter().map(Rec::as_in).collect();
+        sim.fail_nth_open(k, ErrorKind::Other);
+        match log.append(&ins, ts(500)) {
+            Ok(_) => acked.extend(five),
+            Err(e) => {
+                failures += 1;
+                assert!(
+                    !matches!(e, Error::Poisoned { .. }) && !e.to_string().contains("poisoned"),
+                    "open {k}: {e}"
+                );
+            }
+        }
+        sim.clear_faults();
+        // The log takes appends again (the roll is retried) and closes cleanly.
+        let after = one(2000 + k);
+        log.append(&[after.as_in()], ts(501))
+            .unwrap_or_else(|e| panic!("open {k}: the log refuses appends: {e}"));
+        acked.push(after);
+        log.close()
+            .unwrap_or_else(|e| panic!("open {k}: close failed: {e}"));
+        assert_eq!(read_all(&log).len(), acked.len(), "open {k}");
+        drop(log);
+        sim.crash(CrashMode::DropUnsynced);
+        assert_eq!(
+            read_all(&open(&fs, &dir, &config).unwrap()).len(),
+            acked.len()
+        );
+    }
+    assert!(failures > 0, "no open of the roll failed");
+}
+
+/// Issue 22, item 5: a batch written partly before a roll and partly after it was reported
+/// failed when the roll failed, yet its first records had been synced by the roll and
+/// were readable at once and after a restart. A failed append leaves no record behind.
+#[test]
+fn a_batch_whose_roll_failed_is_not_readable_now_or_after_a_restart() {
+    let config = small_config();
+    for k in 0..10 {
+        for mode in [CrashMode::DropUnsynced, CrashMode::KeepWritten] {
+            let (sim, fs, dir) = sim();
+            let (log, mut acked) = three_from_a_roll(&fs, &dir);
+            let five: Vec<Rec> = (0..5).map(|i| hundred(200 + i)).collect();
+            let ins: Vec<_> = five.iter().map(Rec::as_in).collect();
+            sim.fail_nth_open(k, ErrorKind::Other);
+            if log.append(&ins, ts(500)).is_ok() {
+                acked.extend(five);
+            }
+            sim.clear_faults();
+            let check = |log: &sluice_storage::Log, when: &str| {
+                let got = read_all(log);
+                assert_eq!(got.len(), acked.len(), "open {k}, {when}: {mode:?}");
+                assert!(
+                    acked.iter().zip(&got).all(|(a, g)| a.matches(g)),
+                    "open {k}"
+                );
+            };
+            check(&log, "at once");
+            drop(log);
+            sim.crash(mode);
+            check(&open(&fs, &dir, &config).unwrap(), "after a restart");
+        }
+    }
 }

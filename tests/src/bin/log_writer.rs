@@ -1,9 +1,12 @@
 //! A process that appends to a storage log until it is killed, printing each acknowledged
 //! batch: `ACK <first seq> <last seq> <first id>` (ids are consecutive within a batch).
 //!
-//! `log-writer DIR ID_BASE THREADS`: each thread appends batches of 1 to 20 records with
-//! ids from its own range above ID_BASE. The checker kills it with SIGKILL at a random
-//! moment and verifies that every acknowledged record is in the log, intact.
+//! `log-writer DIR ID_BASE THREADS [SEGMENT_BYTES [BATCH_MAX]]`: thread `t` appends, in
+//! round `r`, a batch of `1 + (7r + t) % BATCH_MAX` records (default 20) whose ids follow
+//! each other in the thread's own range, `ID_BASE + t * 10^9` on; segments roll at
+//! SEGMENT_BYTES (default 256 KiB). The checker kills it with SIGKILL at a random moment
+//! and verifies that every acknowledged record is in the log, intact, and that every batch
+//! is there whole or not at all (it knows every batch from the ids alone).
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -15,12 +18,14 @@ use sluice_tests::payload;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let (Some(dir), Some(base), Some(threads)) = (args.get(1), args.get(2), args.get(3)) else {
-        return Err("usage: log-writer DIR ID_BASE THREADS".into());
+        return Err("usage: log-writer DIR ID_BASE THREADS [SEGMENT_BYTES [BATCH_MAX]]".into());
     };
     let base: u64 = base.parse()?;
     let threads: u64 = threads.parse()?;
+    let segment_bytes_max: u64 = args.get(4).map_or(Ok(256 * 1024), |a| a.parse())?;
+    let batch_max: u64 = args.get(5).map_or(Ok(20), |a| a.parse())?;
     let config = LogConfig {
-        segment_bytes_max: 256 * 1024,
+        segment_bytes_max,
         checkpoint_interval_bytes: 64 * 1024,
         ..LogConfig::default()
     };
@@ -37,7 +42,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             std::thread::spawn(move || -> Result<(), String> {
                 let mut id = base + t * 1_000_000_000;
                 for round in 0u64.. {
-                    let n = 1 + (round * 7 + t) % 20;
+                    let n = sluice_tests::batch_len(round, t, batch_max);
                     let data: Vec<Vec<u8>> = (id..id + n).map(payload).collect();
                     let recs: Vec<RecordIn<'_>> = data
                         .iter()

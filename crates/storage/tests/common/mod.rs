@@ -71,6 +71,7 @@ pub fn sim() -> (SimFs, Arc<dyn FileSystem>, PathBuf) {
 }
 
 /// Everything from the trim horizon to the end, in reads of a few records at a time.
+/// Sequences increase; they skip only gaps recovery recorded after damage.
 pub fn read_all(log: &Log) -> Vec<Record> {
     let mut out = Vec::new();
     let mut next = log.trim_horizon();
@@ -80,9 +81,12 @@ pub fn read_all(log: &Log) -> Vec<Record> {
             return out;
         }
         for w in batch.records.windows(2) {
-            assert_eq!(w[1].seq, w[0].seq.next(), "gap in a read batch");
+            assert!(
+                w[1].seq > w[0].seq,
+                "sequences out of order in a read batch"
+            );
         }
-        assert_eq!(batch.records[0].seq.0, next.0.max(log.trim_horizon().0));
+        assert!(batch.records[0].seq.0 >= next.0.max(log.trim_horizon().0));
         next = batch.next;
         out.extend(batch.records);
     }
