@@ -8,7 +8,7 @@ mod common;
 
 use std::io::ErrorKind;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use sluice_storage::{CrashMode, Error, SplitMix};
@@ -118,39 +118,68 @@ fn a_failed_roll_does_not_lose_or_duplicate_records() {
     }
 }
 
+/// Long enough for any machine: the waits below return as soon as their event happens.
+const LONG: Duration = Duration::from_secs(60);
+
+/// Waits until `done` holds, looking every millisecond; fails naming `what` after [`LONG`].
+fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + LONG;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not after {LONG:?}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Ordered by a gate, not by time: the first append's sync is held at the gate until
+/// seven more appends have written, so all seven wait for a sync while one runs, however
+/// the threads are scheduled. Group commit must then cover all seven with one more sync.
 #[test]
 fn group_commit_shares_syncs_between_concurrent_appends() {
     let (sim, fs, dir) = sim();
-    // A sync slow enough that the other appenders write while it runs, even on a loaded
-    // machine; no rolls or checkpoints, so every sync counted is a data sync.
-    sim.set_sync_delay(Duration::from_millis(5));
+    // No rolls or checkpoints, so every sync counted is a data sync.
     let config = sluice_storage::LogConfig {
         segment_bytes_max: 1 << 20,
         checkpoint_interval_bytes: 1 << 30,
         ..small_config()
     };
-    let log = Arc::new(open(&fs, &dir, &config).unwrap());
+    let log = open(&fs, &dir, &config).unwrap();
     let before = sim.stats().syncs;
-    let threads: Vec<_> = (0..8u64)
-        .map(|t| {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                for i in 0..25 {
-                    log.append(&[one(t * 100 + i).as_in()], ts(1)).unwrap();
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
+    std::thread::scope(|scope| {
+        // Owned by this closure: a failed assertion drops it, which opens it, so no
+        // appender is left waiting when the scope joins them.
+        let gate = sim.gate_syncs();
+        let log = &log;
+        let first = scope.spawn(move || log.append(&[one(0).as_in()], ts(1)).unwrap());
+        assert!(gate.wait_arrived(1, LONG), "the first append never synced");
+        let rest: Vec<_> = (1..8u64)
+            .map(|i| scope.spawn(move || log.append(&[one(i).as_in()], ts(1)).unwrap()))
+            .collect();
+        wait_until("seven appends written behind a running sync", || {
+            log.next_seq() == seq(8)
+        });
+        assert_eq!(gate.arrived(), 1, "a second sync started while one ran");
+        gate.open();
+        let mut firsts: Vec<u64> = std::iter::once(first)
+            .chain(rest)
+            .map(|h| h.join().unwrap().first.0)
+            .collect();
+        firsts.sort_unstable();
+        assert_eq!(firsts, (0..8).collect::<Vec<_>>());
+    });
     let syncs = sim.stats().syncs - before;
-    assert_eq!(read_all(&log).len(), 200);
-    // One sync per append would be 200; sharing makes it far fewer.
-    assert!(
-        syncs <= 120,
-        "200 appends from 8 threads took {syncs} syncs"
+    // One sync per append would be 8: the seven that waited together share one.
+    assert_eq!(
+        syncs, 2,
+        "8 appends, 7 written while the first one's sync ran, took {syncs} syncs"
     );
+    let mut got: Vec<Vec<u8>> = read_all(&log)
+        .into_iter()
+        .map(|r| r.data.to_vec())
+        .collect();
+    got.sort_unstable();
+    let mut want: Vec<Vec<u8>> = (0..8).map(|i| one(i).data).collect();
+    want.sort_unstable();
+    assert_eq!(got, want);
 }
 
 /// A record of 100 bytes of data, `i` in every byte.
