@@ -8,8 +8,10 @@
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use common::{config, open_sim, put};
-use sluice_shards::{CreateStream, ShardManager};
+use sluice_shards::{CreateStream, RouteKey, ShardManager};
 use sluice_storage::{CrashMode, SimFs, SyncfsPolicy, TimestampMs};
 
 const SHARDS: u32 = 200;
@@ -47,6 +49,30 @@ fn all_records(m: &ShardManager) -> Vec<Vec<u8>> {
     out
 }
 
+/// Long enough for any machine: the waits below return as soon as their event happens.
+const LONG: Duration = Duration::from_secs(60);
+
+/// Writer threads in the first test.
+const WRITERS: usize = 64;
+
+/// How many shards the writers' first records go to.
+fn first_shards(m: &ShardManager) -> u64 {
+    let shards: std::collections::BTreeSet<_> = (0..WRITERS)
+        .map(|t| {
+            let key = format!("key-{t}-0");
+            let key = RouteKey::PartitionKey(key.as_bytes());
+            m.route("s", key, TimestampMs(11)).unwrap().shard
+        })
+        .collect();
+    shards.len() as u64
+}
+
+/// Ordered by a gate, not by time. The direct syncs (`sync_coalesce_after` of them) and
+/// the first `syncfs` are held at the gate, so no put finishes: every writer stops at its
+/// first record, and each other shard those records went to queues one request behind
+/// that `syncfs` (writers sharing a shard share its log's request). Once all of them
+/// have queued, the gate opens: one more `syncfs` answers them all, so all but one of
+/// them cost no sync of their own, however the threads are scheduled.
 #[test]
 fn concurrent_puts_over_many_shards_share_syncs_and_survive_a_power_cut() {
     let fs = SimFs::new();
@@ -55,20 +81,46 @@ fn concurrent_puts_over_many_shards_share_syncs_and_survive_a_power_cut() {
     let m = open_sim(&fs, config(), 10).unwrap();
     m.create_stream(&CreateStream::new("s", SHARDS), TimestampMs(10))
         .unwrap();
-    // Syncs slow enough that 64 writers always overlap more than 4 of them.
-    fs.set_sync_delay(std::time::Duration::from_millis(10));
-    let acked = write_everywhere(&m, 64, 5);
+    let direct = m.config().sync_coalesce_after as u64;
+    // Shards whose request queues behind the held syncfs (which holds one more).
+    let queued = first_shards(&m) - direct - 1;
+    assert!(queued >= 16, "too few shards to queue: {queued}");
+    let acked = std::thread::scope(|scope| {
+        // Owned by this closure: a failed assertion drops it, which opens it.
+        let gate = fs.gate_syncs();
+        let writers = scope.spawn(|| write_everywhere(&m, WRITERS, 5));
+        assert!(
+            gate.wait_arrived(direct + 1, LONG),
+            "the direct syncs and a syncfs never started"
+        );
+        let deadline = Instant::now() + LONG;
+        while m.sync_stats().waiting < 1 + queued {
+            assert!(
+                Instant::now() < deadline,
+                "shards never queued for a syncfs"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let held = m.sync_stats();
+        assert_eq!(
+            (held.file_syncs, held.filesystem_syncs, held.waiting),
+            (direct, 1, 1 + queued),
+            "{held:?}"
+        );
+        assert_eq!(gate.arrived(), direct + 1, "a sync started meanwhile");
+        gate.open();
+        writers.join().unwrap()
+    });
     let stats = m.sync_stats();
-    assert_eq!(acked.len(), 64 * 5);
+    assert_eq!(acked.len(), WRITERS * 5);
+    assert!(stats.filesystem_syncs >= 2, "{stats:?}");
+    // Every request costs at most one sync (its own fdatasync, or the syncfs it leads);
+    // the queued ones shared one.
     assert!(
-        stats.filesystem_syncs > 0,
-        "nothing was coalesced: {stats:?}"
+        stats.file_syncs + stats.filesystem_syncs <= stats.requests - (queued - 1),
+        "queued shards did not share a syncfs: {stats:?}"
     );
-    assert!(
-        stats.file_syncs + stats.filesystem_syncs < stats.requests,
-        "every group commit cost its own sync: {stats:?}"
-    );
-    eprintln!("{stats:?}");
+    eprintln!("{queued} queued behind the first syncfs; {stats:?}");
     // Power goes while the manager is still open: no clean close syncs anything for it.
     fs.crash(CrashMode::TornTail { seed: 7 });
     std::mem::forget(m);
@@ -101,7 +153,6 @@ fn coalescing_off_means_one_fdatasync_per_group_commit() {
 /// nothing, like FUSE.
 #[test]
 fn where_syncfs_flushes_nothing_every_acknowledged_put_survives_a_power_cut() {
-    const LONG: std::time::Duration = std::time::Duration::from_secs(60);
     let fs = SimFs::new();
     let m = open_sim(&fs, config(), 10).unwrap();
     m.create_stream(&CreateStream::new("s", SHARDS), TimestampMs(10))

@@ -48,6 +48,9 @@ pub struct SyncStats {
     pub file_syncs: u64,
     /// `syncfs` calls made for them.
     pub filesystem_syncs: u64,
+    /// Requests queued now for a shared `syncfs` and not yet answered (one may be leading
+    /// it): a gauge, not a count. Lets a test see that requests have queued.
+    pub waiting: u64,
 }
 
 /// Shares the disk's syncs among the logs of one data directory.
@@ -130,7 +133,11 @@ impl SyncScheduler {
 
     /// What the scheduler has done so far.
     pub fn stats(&self) -> SyncStats {
-        self.lock().stats
+        let q = self.lock();
+        SyncStats {
+            waiting: q.next_ticket - q.done_below,
+            ..q.stats
+        }
     }
 
     /// Makes every write to `file` made before this call durable.
@@ -217,51 +224,62 @@ mod tests {
             SyncStats {
                 requests: 3,
                 file_syncs: 3,
-                filesystem_syncs: 0
+                filesystem_syncs: 0,
+                waiting: 0,
             }
         );
     }
 
-    /// Runs `sync_data` for every file on its own thread: the first `direct` files start
-    /// alone and take every direct slot (each sync takes 200 ms); the rest start while
-    /// those are still running, so they must queue. Returns each request's outcome.
-    fn sync_all(s: &SyncScheduler, files: &[Arc<dyn FileHandle>], direct: usize) -> Vec<bool> {
-        std::thread::scope(|scope| {
-            let mut handles = Vec::new();
-            for (i, f) in files.iter().enumerate() {
-                if i == direct {
-                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-                    while s.stats().file_syncs < direct as u64 {
-                        assert!(
-                            std::time::Instant::now() < deadline,
-                            "direct syncs never started"
-                        );
-                        std::thread::yield_now();
-                    }
-                }
-                handles.push(scope.spawn(move || s.sync_data(f).is_ok()));
-            }
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
-        })
-    }
+    /// Long enough for any machine: the gates below return as soon as their event happens.
+    const LONG: std::time::Duration = std::time::Duration::from_secs(60);
 
+    /// Ordered by a gate, not by time: the two direct syncs and the first `syncfs` are held
+    /// at the gate until the 61 other requests have queued behind that `syncfs`, so one
+    /// more `syncfs` answers them all, however the threads are scheduled.
     #[test]
     fn many_waiters_share_filesystem_syncs_and_all_become_durable() {
         let fs = SimFs::new();
         fs.set_syncfs_flushes(true);
-        fs.set_sync_delay(std::time::Duration::from_millis(200));
         let s = SyncScheduler::new(2);
         let all = files(&fs, 64);
-        let oks = sync_all(&s, &all, 2);
-        assert!(oks.iter().all(|ok| *ok));
+        std::thread::scope(|scope| {
+            let gate = fs.gate_syncs();
+            let s = &s;
+            let mut handles: Vec<_> = all[..2]
+                .iter()
+                .map(|f| scope.spawn(move || s.sync_data(f).is_ok()))
+                .collect();
+            assert!(gate.wait_arrived(2, LONG), "the direct syncs never started");
+            // Both direct slots are taken: the next request leads a syncfs, alone.
+            handles.push(scope.spawn(|| s.sync_data(&all[2]).is_ok()));
+            assert!(gate.wait_arrived(3, LONG), "no syncfs started");
+            handles.extend(
+                all[3..]
+                    .iter()
+                    .map(|f| scope.spawn(move || s.sync_data(f).is_ok())),
+            );
+            let deadline = std::time::Instant::now() + LONG;
+            while s.stats().waiting < 62 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "requests never queued"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            assert_eq!(gate.arrived(), 3, "a sync started while the syncfs ran");
+            gate.open();
+            assert!(handles.into_iter().all(|h| h.join().unwrap()));
+        });
         let stats = s.stats();
-        assert_eq!(stats.requests, 64);
-        assert_eq!(stats.file_syncs, 2, "{stats:?}");
-        // 62 queued requests, each answered by a syncfs that started after it: one to
-        // three rounds of 200 ms, however the threads were scheduled.
-        assert!(
-            (1..=8).contains(&stats.filesystem_syncs),
-            "62 queued files cost {stats:?}"
+        assert_eq!(
+            stats,
+            SyncStats {
+                requests: 64,
+                file_syncs: 2,
+                filesystem_syncs: 2,
+                waiting: 0,
+            },
+            "61 requests queued behind one syncfs must share the next"
         );
         fs.crash(crate::sim::CrashMode::DropUnsynced);
         for i in 0..64 {
@@ -271,9 +289,6 @@ mod tests {
             assert_eq!(&buf, b"data", "file {i} lost its synced bytes");
         }
     }
-
-    /// Long enough for any machine: the gates below return as soon as their event happens.
-    const LONG: std::time::Duration = std::time::Duration::from_secs(60);
 
     #[test]
     fn no_request_a_failed_sync_answered_is_told_it_is_durable() {
