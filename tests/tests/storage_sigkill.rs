@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use sluice_storage::{Log, LogConfig, RealFs, SegmentCache, SeqNo, SplitMix};
@@ -91,8 +91,13 @@ fn run(cfg: &Run) {
     );
 }
 
-/// Runs `log-writer` for one cycle and SIGKILLs it after a random number of
-/// acknowledgements (or a time limit); returns every line it printed.
+/// Only stops a stuck run: the wait below returns as soon as its acknowledgements arrive,
+/// however slow the machine is.
+const LONG: Duration = Duration::from_secs(300);
+
+/// Runs `log-writer` for one cycle and SIGKILLs it once it has acknowledged a random
+/// (seeded) number of batches; returns every line it printed. Fails, rather than killing
+/// it early, if those acknowledgements do not come within [`LONG`] or the writer stops.
 fn kill_after_some_acks(
     cfg: &Run,
     log_dir: &std::path::Path,
@@ -118,16 +123,26 @@ fn kill_after_some_acks(
         }
     });
     let want = 1 + rng.below(300);
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + LONG;
     let mut lines: Vec<String> = Vec::new();
-    while (lines.len() as u64) < want && Instant::now() < deadline {
-        if let Ok(line) = rx.recv_timeout(Duration::from_millis(50)) {
-            lines.push(line);
+    let mut failure = None;
+    while failure.is_none() && (lines.len() as u64) < want {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => lines.push(line),
+            Err(RecvTimeoutError::Timeout) => failure = Some(format!("not after {LONG:?}")),
+            Err(RecvTimeoutError::Disconnected) => failure = Some("log-writer stopped".into()),
         }
     }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    child.kill().unwrap(); // SIGKILL (or a no-op if it already stopped)
+    let status = child.wait().unwrap();
     reader.join().unwrap();
+    if let Some(why) = failure {
+        panic!(
+            "cycle {cycle}: {} of {want} acknowledgements, {why} ({status})",
+            lines.len()
+        );
+    }
     // Everything printed before the kill counts as acknowledged.
     lines.extend(rx.try_iter());
     lines
