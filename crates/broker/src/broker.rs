@@ -19,7 +19,7 @@ use crate::durable::SyncDriver;
 use crate::error::{Error, Result};
 use crate::iterator::IteratorKey;
 use crate::limits::Usage;
-use crate::seqnum::SequenceNumber;
+use crate::seqnum::{SequenceNumber, ShardOrigin};
 use crate::types::{
     HashKeyRange, ShardCountUpdate, ShardList, ShardView, StreamList, StreamListEntry, StreamView,
 };
@@ -237,7 +237,11 @@ impl Broker {
             created: d.created,
             open_shard_count: d.open_shard_count,
             has_more_shards: live.len() > page,
-            shards: live.into_iter().take(page).map(shard_view).collect(),
+            shards: live
+                .into_iter()
+                .take(page)
+                .map(|s| shard_view(d.uid, s))
+                .collect(),
         })
     }
 
@@ -288,15 +292,28 @@ impl Broker {
             )));
         }
         let after = exclusive_start_shard_id.map(shard_after).transpose()?;
-        let (m, name) = (self.manager.clone(), name.to_owned());
-        let shards = blocking(move || Ok(m.list_shards(&name, now_ms())?)).await?;
-        let rest: Vec<&ShardInfo> = shards
+        let (m, stream) = (self.manager.clone(), name.to_owned());
+        // DescribeStream's view, for the stream's uid that the shards' sequence numbers
+        // carry; a stream still CREATING has no shards to list yet.
+        let d = blocking(move || Ok(m.describe_stream(&stream, now_ms())?)).await?;
+        if d.status == sluice_shards::StreamStatus::Creating {
+            return Err(Error::ResourceNotFound(format!(
+                "Stream {name} under account {} not found.",
+                self.config.manager.account
+            )));
+        }
+        let rest: Vec<&ShardInfo> = d
+            .shards
             .iter()
-            .filter(|s| after.is_none_or(|a| s.id() > a))
+            .filter(|s| s.state() != ShardState::Expired && after.is_none_or(|a| s.id() > a))
             .collect();
         let page = max.min(1000);
         let more = rest.len() > page;
-        let shards: Vec<ShardView> = rest.into_iter().take(page).map(shard_view).collect();
+        let shards: Vec<ShardView> = rest
+            .into_iter()
+            .take(page)
+            .map(|s| shard_view(d.uid, s))
+            .collect();
         Ok(ShardList {
             next_exclusive_start_shard_id: if more {
                 shards.last().map(|s| s.shard_id.clone())
@@ -534,10 +551,13 @@ fn shard_after(text: &str) -> Result<ShardId> {
     })
 }
 
-/// A shard as clients see it.
-pub(crate) fn shard_view(s: &ShardInfo) -> ShardView {
-    let index = s.id().index() as u32;
-    let created = s.created().0;
+/// A shard of stream `uid` as clients see it.
+pub(crate) fn shard_view(uid: u64, s: &ShardInfo) -> ShardView {
+    let origin = ShardOrigin {
+        stream_uid: uid,
+        created_ms: s.created().0,
+        index: s.id().index() as u32,
+    };
     ShardView {
         shard_id: s.id().to_string(),
         parent_shard_id: s.parent().map(|p| p.to_string()),
@@ -546,10 +566,10 @@ pub(crate) fn shard_view(s: &ShardInfo) -> ShardView {
             starting_hash_key: s.range().start().0.to_string(),
             ending_hash_key: s.range().end().0.to_string(),
         },
-        starting_sequence_number: SequenceNumber::starting(created, index).encode(),
+        starting_sequence_number: SequenceNumber::starting(origin).encode(),
         ending_sequence_number: s
             .closed()
-            .map(|c| SequenceNumber::ending(created, index, c.at.0).encode()),
+            .map(|c| SequenceNumber::ending(origin, c.at.0).encode()),
         created: s.created(),
         closed: s.closed().map(|c| c.at),
     }

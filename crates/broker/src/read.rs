@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use crate::broker::{Broker, blocking, now_ms};
 use crate::error::{Error, Result};
 use crate::iterator::Position;
-use crate::seqnum::SequenceNumber;
+use crate::seqnum::{ENDING_COUNTER, SequenceNumber, ShardOrigin};
 use crate::types::{
     ChildShard, GetRecordsOutput, GetRecordsPage, HashKeyRange, ReadRecord, RecordView,
     StartingPosition, SubscribeEvent, record_views,
@@ -42,6 +42,17 @@ struct Cursor {
     log: Arc<Log>,
     seq: SeqNo,
     min_ts: Option<TimestampMs>,
+}
+
+impl Cursor {
+    /// The shard the cursor reads, as its sequence numbers name it.
+    fn origin(&self) -> ShardOrigin {
+        ShardOrigin {
+            stream_uid: self.uid,
+            created_ms: self.created_ms,
+            index: self.shard.index() as u32,
+        }
+    }
 }
 
 impl Broker {
@@ -213,10 +224,9 @@ impl Broker {
     ) -> SubscribeEvent {
         // A number whose AFTER position is the cursor: resuming from it loses nothing.
         let continuation = SequenceNumber {
-            shard_created_s: cursor.created_ms / 1000,
-            shard_index: cursor.shard.index() as u32,
             counter: cursor.seq.0,
             arrival_s: now_ms().0 / 1000,
+            ..SequenceNumber::starting(cursor.origin())
         };
         SubscribeEvent {
             records,
@@ -240,52 +250,50 @@ impl Broker {
                 "Shard {shard_id} in stream {stream} does not exist"
             ))
         })?;
-        let shard = handle.info.id();
-        let created_ms = handle.info.created().0;
         let mut cursor = Cursor {
             stream: stream.to_owned(),
             uid: handle.stream_uid,
-            shard,
-            created_ms,
+            shard: handle.info.id(),
+            created_ms: handle.info.created().0,
             log,
             seq: SeqNo(0),
             min_ts: None,
         };
-        let number = |text: &str| self.number_for_shard(text, stream, shard, created_ms);
-        cursor.seq = match position {
-            StartingPosition::TrimHorizon => cursor.log.trim_horizon(),
-            StartingPosition::Latest => cursor.log.next_seq(),
-            StartingPosition::AtSequenceNumber(s) => number(s)?.at_position(),
-            StartingPosition::AfterSequenceNumber(s) => number(s)?.after_position(),
-            StartingPosition::AtTimestamp(t) => {
-                if t.0 > now.0 {
-                    return Err(Error::InvalidArgument(format!(
-                        "The timestampInMillis parameter cannot be greater than the currentTimestampInMillis. timestampInMillis: {}, currentTimestampInMillis: {}",
-                        t.0, now.0
-                    )));
-                }
-                cursor.min_ts = Some(*t);
-                let (log, t) = (cursor.log.clone(), *t);
-                blocking(move || Ok(log.seek_time(t)?)).await?
+        let number = match position {
+            StartingPosition::AtSequenceNumber(s) | StartingPosition::AfterSequenceNumber(s) => {
+                Some(self.number_for_shard(s, &cursor)?)
             }
+            StartingPosition::AtTimestamp(t) if t.0 > now.0 => {
+                return Err(Error::InvalidArgument(format!(
+                    "The timestampInMillis parameter cannot be greater than the currentTimestampInMillis. timestampInMillis: {}, currentTimestampInMillis: {}",
+                    t.0, now.0
+                )));
+            }
+            StartingPosition::AtTimestamp(t) => {
+                cursor.min_ts = Some(*t);
+                None
+            }
+            StartingPosition::TrimHorizon | StartingPosition::Latest => None,
         };
+        let closed_end = handle.info.closed().map(|c| c.end);
+        let (log, at) = (cursor.log.clone(), position.clone());
+        let seq = blocking(move || resolve(&log, &at, number, closed_end)).await?;
+        cursor.seq = seq.ok_or_else(|| {
+            let text = match position {
+                StartingPosition::AtSequenceNumber(s)
+                | StartingPosition::AfterSequenceNumber(s) => s,
+                _ => "",
+            };
+            self.invalid_number(text, &cursor, "")
+        })?;
         Ok(cursor)
     }
 
-    /// Decodes a sequence number and checks that it belongs to this shard.
-    fn number_for_shard(
-        &self,
-        text: &str,
-        stream: &str,
-        shard: ShardId,
-        created_ms: u64,
-    ) -> Result<SequenceNumber> {
-        let account = &self.config.manager.account;
-        let n = SequenceNumber::decode(text).map_err(|_| {
-            Error::InvalidArgument(format!(
-                "StartingSequenceNumber {text} used in GetShardIterator on shard {shard} in stream {stream} under account {account} is invalid."
-            ))
-        })?;
+    /// Decodes a sequence number and checks that it belongs to the cursor's shard of its
+    /// stream incarnation.
+    fn number_for_shard(&self, text: &str, cursor: &Cursor) -> Result<SequenceNumber> {
+        let shard = cursor.shard;
+        let n = SequenceNumber::decode(text).map_err(|_| self.invalid_number(text, cursor, ""))?;
         if u64::from(n.shard_index) != shard.index() {
             let other = ShardId::new(u64::from(n.shard_index))
                 .map_or_else(|| n.shard_index.to_string(), |s| s.to_string());
@@ -293,12 +301,23 @@ impl Broker {
                 "Invalid StartingSequenceNumber. It encodes {other}, while it was used in a call to a shard with {shard}"
             )));
         }
-        if n.shard_created_s != created_ms / 1000 {
-            return Err(Error::InvalidArgument(format!(
-                "StartingSequenceNumber {text} used in GetShardIterator on shard {shard} in stream {stream} under account {account} is invalid because it did not come from this stream."
-            )));
+        if n.shard_created_s != cursor.created_ms / 1000 || !n.may_belong_to_stream(cursor.uid) {
+            return Err(self.invalid_number(
+                text,
+                cursor,
+                " because it did not come from this stream",
+            ));
         }
         Ok(n)
+    }
+
+    /// Kinesis's InvalidArgumentException for a starting sequence number, with `why`
+    /// before the full stop.
+    fn invalid_number(&self, text: &str, cursor: &Cursor, why: &str) -> Error {
+        Error::InvalidArgument(format!(
+            "StartingSequenceNumber {text} used in GetShardIterator on shard {} in stream {} under account {} is invalid{why}.",
+            cursor.shard, cursor.stream, self.config.manager.account
+        ))
     }
 
     /// Finds the shard an iterator names, refusing one from an earlier stream of the name.
@@ -382,8 +401,7 @@ impl Broker {
                 bytes += r.data.len() as u64;
                 ReadRecord {
                     sequence_number: SequenceNumber::for_record(
-                        cursor.created_ms,
-                        cursor.shard.index() as u32,
+                        cursor.origin(),
                         r.seq,
                         r.timestamp.0,
                     ),
@@ -447,4 +465,28 @@ impl Broker {
         }
         Ok(out)
     }
+}
+
+/// Where a starting position puts a reader of `log` (on the blocking pool: it takes the
+/// log's lock and may read the timestamp index). `None` for a sequence number beyond the
+/// shard's end: one no record of the shard has had yet, other than a closed shard's
+/// `EndingSequenceNumber` (which positions at its end). `closed_end` is the position after
+/// a closed shard's last record.
+fn resolve(
+    log: &Log,
+    position: &StartingPosition,
+    number: Option<SequenceNumber>,
+    closed_end: Option<SeqNo>,
+) -> Result<Option<SeqNo>> {
+    let beyond = |n: &SequenceNumber| n.counter > log.next_seq().0;
+    Ok(match (position, number) {
+        (StartingPosition::TrimHorizon, _) => Some(log.trim_horizon()),
+        (StartingPosition::Latest, _) => Some(log.next_seq()),
+        (StartingPosition::AtTimestamp(t), _) => Some(log.seek_time(*t)?),
+        (_, Some(n)) if n.counter == ENDING_COUNTER && closed_end.is_some() => closed_end,
+        (_, Some(n)) if beyond(&n) => None,
+        (StartingPosition::AtSequenceNumber(_), Some(n)) => Some(n.at_position()),
+        (StartingPosition::AfterSequenceNumber(_), Some(n)) => Some(n.after_position()),
+        (_, None) => None,
+    })
 }

@@ -303,6 +303,7 @@ mod tests {
             shard_created_s: 1_700_000_000,
             shard_index: 3,
             counter: 1,
+            incarnation: 4,
             arrival_s: 1_700_000_100,
         };
         let records = records
