@@ -4,7 +4,8 @@
 //! streams of one shard each with `--data` bytes, then opens `--grpc` gRPC Subscribe
 //! streams and `--kinesis` Kinesis SubscribeToShard streams from TRIM_HORIZON whose
 //! clients never read (a 64 KiB HTTP/2 window, a 4 KiB socket receive buffer). Streams
-//! hold 20 subscribers each and every Kinesis subscriber has a consumer of its own, so
+//! hold 20 subscribers each (the gRPC ones and the Kinesis ones on streams of their own)
+//! and every Kinesis subscriber has a consumer of its own, so
 //! the per-shard and per-consumer caps of a server that has them are not what stops
 //! them. It prints the server's resident memory (`VmRSS`, `RssAnon`) before and once it
 //! has settled after each group, and how many subscriptions the server accepted or
@@ -52,6 +53,9 @@ struct Args {
     /// The longest to wait for memory to settle after each group, seconds.
     #[arg(long, default_value_t = 30)]
     settle_s: u64,
+    /// Seconds to keep everything open after the last report (to inspect the server).
+    #[arg(long, default_value_t = 0)]
+    hold_s: u64,
 }
 
 #[tokio::main]
@@ -69,7 +73,8 @@ async fn run(args: Args) -> Result<()> {
     let (dir, _tmp) = data_dir(None, args.tmp_parent.as_deref())?;
     let server = Spawned::start(&args.server, &dir, &args.server_env)?;
     let pid = server.pid();
-    let streams = args.grpc.max(args.kinesis).div_ceil(SUBSCRIBERS_PER_STREAM);
+    let grpc_streams = args.grpc.div_ceil(SUBSCRIBERS_PER_STREAM);
+    let streams = grpc_streams + args.kinesis.div_ceil(SUBSCRIBERS_PER_STREAM);
     let mut client = grpc_client(&server.grpc).await?;
     fill(&mut client, streams, args.data_mib).await?;
     let settle = Duration::from_secs(args.settle_s);
@@ -94,7 +99,7 @@ async fn run(args: Args) -> Result<()> {
     let mut sockets = Vec::new();
     let mut outcomes = Outcomes::default();
     for i in 0..args.kinesis {
-        let stream = stream_name(i / SUBSCRIBERS_PER_STREAM);
+        let stream = stream_name(grpc_streams + i / SUBSCRIBERS_PER_STREAM);
         let arn = register(&authority, &stream, &format!("c{i}")).await?;
         match stalled_kinesis(&authority, &arn).await? {
             Ok(s) => {
@@ -105,6 +110,10 @@ async fn run(args: Args) -> Result<()> {
         }
     }
     report("Kinesis", pid, &outcomes.to_string(), settle).await?;
+    if args.hold_s > 0 {
+        println!("holding for {} s; server pid {pid}", args.hold_s);
+        tokio::time::sleep(Duration::from_secs(args.hold_s)).await;
+    }
     drop((held, sockets));
     server.kill()
 }
