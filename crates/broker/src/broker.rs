@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::iterator::IteratorKey;
 use crate::limits::Usage;
 use crate::seqnum::{SequenceNumber, ShardOrigin};
+use crate::subscribers::Subscribers;
 use crate::types::{
     HashKeyRange, ShardCountUpdate, ShardList, ShardView, StreamList, StreamListEntry, StreamView,
 };
@@ -46,6 +47,8 @@ pub struct Broker {
     pub(crate) usage: Mutex<HashMap<(u64, u64), Usage>>,
     /// Registered enhanced fan-out consumers.
     pub(crate) consumers: Mutex<Vec<crate::consumers::Registered>>,
+    /// Open subscriptions, their caps and their byte budget.
+    pub(crate) subscribers: Arc<Subscribers>,
     /// Held for the broker's lifetime: an exclusive lock on the data directory.
     _lock: std::fs::File,
 }
@@ -135,6 +138,7 @@ impl Broker {
         let key = IteratorKey::load_or_create(&key_path)
             .map_err(|e| Error::Internal(format!("iterator key {}: {e}", key_path.display())))?;
         let config_dir = config.data_dir.clone();
+        let subscribers = Subscribers::new(&config);
         let manager = ShardManager::open(
             fs,
             &config.data_dir,
@@ -152,6 +156,7 @@ impl Broker {
             facts: Mutex::new(HashMap::new()),
             usage: Mutex::new(HashMap::new()),
             consumers: Mutex::new(crate::consumers::load(&config_dir)?),
+            subscribers,
             _lock: lock,
         }))
     }
@@ -200,7 +205,7 @@ impl Broker {
         };
         blocking(move || Ok(m.delete_stream(&name, now_ms())?)).await?;
         // Nothing is written to or read from a DELETING stream, so its per-shard state
-        // goes now (a put or subscription in flight keeps its own reference).
+        // goes now (a put in flight keeps its own reference), and its subscriptions end.
         self.forget(uid, None);
         self.drop_consumers_of(uid)
     }
@@ -501,7 +506,10 @@ impl Broker {
     /// throughput usage) for one shard of stream `uid`, or for all of them and the
     /// stream's facts when `shard` is `None`: without it a broker that creates and deletes
     /// streams, or reshards, for months would keep an entry for every shard it ever saw.
+    /// The subscriptions of what is forgotten end with `ResourceNotFound`, so none keeps
+    /// waiting on a stream or shard that is gone (nor its files).
     pub(crate) fn forget(&self, uid: u64, shard: Option<u64>) {
+        self.subscribers.end_deleted(uid, shard);
         let gone = |&(u, s): &(u64, u64)| u == uid && shard.is_none_or(|x| x == s);
         lock(&self.notifiers).retain(|k, _| !gone(k));
         lock(&self.sync_drivers).retain(|k, _| !gone(k));
