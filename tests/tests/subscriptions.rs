@@ -1,12 +1,15 @@
 #![allow(clippy::unwrap_used)]
-//! Issue 22, items 7 and 10, against the real server: subscriptions on both APIs.
+//! Issue 22, items 7, 9 and 10, against the real server: subscriptions and the sequence
+//! numbers they start from, on both APIs.
 //!
 //! What broke: subscribers that never read grew the server's memory by the data they were
 //! sent (100 stalled gRPC subscribers on 10 MiB: +1 GiB; 40 stalled SubscribeToShard:
 //! +533 MiB), with no cap on their number; and a subscription of a deleted stream (here
 //! recreated under its name at once) kept sending heartbeats until its five minutes were
 //! up, never ended with an error, and kept the deleted log open, so its disk space was
-//! not freed.
+//! not freed. And a starting sequence number with a made-up counter beyond the shard's
+//! newest record (10^12, 2^63-1) gave an iterator or subscription parked where no record
+//! would ever come, instead of Kinesis's InvalidArgumentException.
 //!
 //! Memory is read from `/proc/<pid>/status` (`RssAnon`: the heap, without the page cache
 //! the segment mappings make resident) once it has stopped changing; it cannot pass the
@@ -504,4 +507,80 @@ fn a_consumer_has_one_subscription_per_shard_until_a_newer_one_takes_over() {
             }
         });
     }
+}
+
+/// `number` with its per-shard counter replaced (`sluice_broker::seqnum` has the layout).
+fn with_counter(number: &str, counter: u64) -> String {
+    let n = sluice_broker::seqnum::SequenceNumber::decode(number).unwrap();
+    sluice_broker::seqnum::SequenceNumber { counter, ..n }.encode()
+}
+
+#[test]
+fn a_starting_number_beyond_the_shards_end_is_refused_on_both_apis() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let addr = kinesis_addr(&server);
+    support::run_async(async {
+        let mut client = server.client().await;
+        support::create_active(&mut client, "s", 1).await;
+        let mut newest = String::new();
+        for i in 0..3 {
+            newest = support::put(&mut client, "s", &format!("k{i}"), b"r")
+                .await
+                .sequence_number;
+        }
+        let consumer = register_consumer(addr, "s", "app").await;
+        for counter in [1_000_000_000_000, i64::MAX as u64] {
+            let made_up = with_counter(&newest, counter);
+            for kind in [
+                pb::ShardIteratorType::AtSequenceNumber,
+                pb::ShardIteratorType::AfterSequenceNumber,
+            ] {
+                let position = pb::StartingPosition {
+                    sequence_number: Some(made_up.clone()),
+                    ..support::position(kind)
+                };
+                let it = support::iterator(&mut client, "s", SHARD, position.clone()).await;
+                let refused = it.expect_err("GetShardIterator past the end is refused");
+                assert_status(&refused, Code::InvalidArgument, "InvalidArgumentException");
+                assert!(refused.message().contains(&made_up), "{refused:?}");
+                let request = pb::SubscribeRequest {
+                    starting_position: Some(position),
+                    ..subscribe_request("s", kind)
+                };
+                let refused = client.subscribe(request).await.unwrap_err();
+                assert_status(&refused, Code::InvalidArgument, "InvalidArgumentException");
+            }
+            for kind in ["AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER"] {
+                let body = json!({"StreamName": "s", "ShardId": SHARD,
+                    "ShardIteratorType": kind, "StartingSequenceNumber": made_up});
+                let (status, error) = kinesis(addr, "GetShardIterator", &body).await;
+                assert_eq!(status, 400, "{error}");
+                assert_eq!(error["__type"], "InvalidArgumentException", "{error}");
+                let body = json!({"ConsumerARN": consumer, "ShardId": SHARD,
+                    "StartingPosition": {"Type": kind, "SequenceNumber": made_up}});
+                let response = kinesis_request(addr, "SubscribeToShard", &body).await;
+                assert_eq!(
+                    response.status().as_u16(),
+                    400,
+                    "SubscribeToShard past the end"
+                );
+                let bytes = response.into_body().collect().await.unwrap().to_bytes();
+                let error: Value = serde_json::from_slice(&bytes).unwrap();
+                assert_eq!(error["__type"], "InvalidArgumentException", "{error}");
+            }
+        }
+        // The newest record's own number is not past the end: AFTER it reads what follows.
+        let position = pb::StartingPosition {
+            sequence_number: Some(newest),
+            ..support::position(pb::ShardIteratorType::AfterSequenceNumber)
+        };
+        let it = support::iterator(&mut client, "s", SHARD, position)
+            .await
+            .unwrap();
+        support::put(&mut client, "s", "k3", b"later").await;
+        let records = support::get(&mut client, &it).await.records;
+        let data: Vec<&[u8]> = records.iter().map(|r| &r.data[..]).collect();
+        assert_eq!(data, [b"later"]);
+    });
 }
