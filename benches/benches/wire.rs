@@ -11,16 +11,27 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use prost::Message;
-use sluice_broker::seqnum::SequenceNumber;
+use sluice_broker::seqnum::{SequenceNumber, ShardOrigin};
 use sluice_proto::v1 as pb;
 use sluice_storage::SeqNo;
 
 const RECORDS: usize = 500;
 const RECORD_BYTES: usize = 1024;
+/// The shard the benchmarks' numbers belong to.
+const SHARD: ShardOrigin = ShardOrigin {
+    stream_uid: 12,
+    created_ms: 1_700_000_000_000,
+    index: 3,
+};
 
 fn seqnum(c: &mut Criterion) {
     let mut g = c.benchmark_group("seqnum");
-    let n = SequenceNumber::for_record(1_763_000_000_123, 7, SeqNo(1_234_567), 1_763_000_100_456);
+    let shard = ShardOrigin {
+        stream_uid: 12,
+        created_ms: 1_763_000_000_123,
+        index: 7,
+    };
+    let n = SequenceNumber::for_record(shard, SeqNo(1_234_567), 1_763_000_100_456);
     let text = n.encode();
     g.bench_function("encode", |b| b.iter(|| black_box(&n).encode()));
     // The put and read paths: 500 consecutive records of one shard and second.
@@ -30,8 +41,7 @@ fn seqnum(c: &mut Criterion) {
             (0..500u64)
                 .map(|i| {
                     enc.encode(SequenceNumber::for_record(
-                        1_763_000_000_123,
-                        7,
+                        shard,
                         SeqNo(1_234_567 + i),
                         1_763_000_100_456,
                     ))
@@ -90,12 +100,7 @@ fn put_records_reply(c: &mut Criterion) {
     g.throughput(Throughput::Elements(RECORDS as u64));
     let entries: Vec<Value> = (0..RECORDS as u64)
         .map(|i| {
-            let n = SequenceNumber::for_record(
-                1_700_000_000_000,
-                3,
-                SeqNo((1 << 40) + i),
-                1_700_000_000_123,
-            );
+            let n = SequenceNumber::for_record(SHARD, SeqNo((1 << 40) + i), 1_700_000_000_123);
             Value::map([
                 ("SequenceNumber", Value::str(n.encode())),
                 ("ShardId", Value::str("shardId-000000000003")),
@@ -136,8 +141,7 @@ fn get_records_reply(c: &mut Criterion) {
         records: (0..READ)
             .map(|i| ReadRecord {
                 sequence_number: SequenceNumber::for_record(
-                    1_700_000_000_000,
-                    3,
+                    SHARD,
                     SeqNo((1 << 40) + i as u64),
                     1_700_000_000_123,
                 ),

@@ -29,10 +29,25 @@ while (arn === undefined) {
 const { Consumer } = await plain.send(new RegisterStreamConsumerCommand({ StreamARN: arn, ConsumerName: "js-app" }));
 const put = (text) => plain.send(new PutRecordCommand({ StreamName: stream, PartitionKey: "k", Data: new TextEncoder().encode(text) }));
 
+// SubscribeToShard, retried as a client must: Kinesis refuses a consumer's second
+// subscription to a shard within 5 seconds of its first with ResourceInUseException (the
+// first one, which the loop below broke out of, may still be open on the server), and
+// lets a later one take over.
+async function subscribe(position) {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await h2.send(new SubscribeToShardCommand({ ConsumerARN: Consumer.ConsumerARN, ShardId: "shardId-000000000000", StartingPosition: position }));
+    } catch (e) {
+      if (e.name !== "ResourceInUseException" || attempt >= 30) throw e;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+}
+
 // Collects records from a subscription until `want` arrived; returns them and the last
 // continuation number.
 async function collect(position, want, afterStart) {
-  const out = await h2.send(new SubscribeToShardCommand({ ConsumerARN: Consumer.ConsumerARN, ShardId: "shardId-000000000000", StartingPosition: position }));
+  const out = await subscribe(position);
   // The response has arrived, so the starting position is fixed: write now.
   await afterStart();
   const got = [];

@@ -19,7 +19,8 @@ use crate::durable::SyncDriver;
 use crate::error::{Error, Result};
 use crate::iterator::IteratorKey;
 use crate::limits::Usage;
-use crate::seqnum::SequenceNumber;
+use crate::seqnum::{SequenceNumber, ShardOrigin};
+use crate::subscribers::Subscribers;
 use crate::types::{
     HashKeyRange, ShardCountUpdate, ShardList, ShardView, StreamList, StreamListEntry, StreamView,
 };
@@ -46,6 +47,8 @@ pub struct Broker {
     pub(crate) usage: Mutex<HashMap<(u64, u64), Usage>>,
     /// Registered enhanced fan-out consumers.
     pub(crate) consumers: Mutex<Vec<crate::consumers::Registered>>,
+    /// Open subscriptions, their caps and their byte budget.
+    pub(crate) subscribers: Arc<Subscribers>,
     /// Held for the broker's lifetime: an exclusive lock on the data directory.
     _lock: std::fs::File,
 }
@@ -146,6 +149,7 @@ impl Broker {
         let key = IteratorKey::load_or_create(&key_path)
             .map_err(|e| Error::Internal(format!("iterator key {}: {e}", key_path.display())))?;
         let config_dir = config.data_dir.clone();
+        let subscribers = Subscribers::new(&config);
         let manager = ShardManager::open(
             fs,
             &config.data_dir,
@@ -163,6 +167,7 @@ impl Broker {
             facts: Mutex::new(HashMap::new()),
             usage: Mutex::new(HashMap::new()),
             consumers: Mutex::new(crate::consumers::load(&config_dir)?),
+            subscribers,
             _lock: lock,
         }))
     }
@@ -211,7 +216,7 @@ impl Broker {
         };
         blocking(move || Ok(m.delete_stream(&name, now_ms())?)).await?;
         // Nothing is written to or read from a DELETING stream, so its per-shard state
-        // goes now (a put or subscription in flight keeps its own reference).
+        // goes now (a put in flight keeps its own reference), and its subscriptions end.
         self.forget(uid, None);
         self.drop_consumers_of(uid)
     }
@@ -248,7 +253,11 @@ impl Broker {
             created: d.created,
             open_shard_count: d.open_shard_count,
             has_more_shards: live.len() > page,
-            shards: live.into_iter().take(page).map(shard_view).collect(),
+            shards: live
+                .into_iter()
+                .take(page)
+                .map(|s| shard_view(d.uid, s))
+                .collect(),
         })
     }
 
@@ -299,15 +308,28 @@ impl Broker {
             )));
         }
         let after = exclusive_start_shard_id.map(shard_after).transpose()?;
-        let (m, name) = (self.manager.clone(), name.to_owned());
-        let shards = blocking(move || Ok(m.list_shards(&name, now_ms())?)).await?;
-        let rest: Vec<&ShardInfo> = shards
+        let (m, stream) = (self.manager.clone(), name.to_owned());
+        // DescribeStream's view, for the stream's uid that the shards' sequence numbers
+        // carry; a stream still CREATING has no shards to list yet.
+        let d = blocking(move || Ok(m.describe_stream(&stream, now_ms())?)).await?;
+        if d.status == sluice_shards::StreamStatus::Creating {
+            return Err(Error::ResourceNotFound(format!(
+                "Stream {name} under account {} not found.",
+                self.config.manager.account
+            )));
+        }
+        let rest: Vec<&ShardInfo> = d
+            .shards
             .iter()
-            .filter(|s| after.is_none_or(|a| s.id() > a))
+            .filter(|s| s.state() != ShardState::Expired && after.is_none_or(|a| s.id() > a))
             .collect();
         let page = max.min(1000);
         let more = rest.len() > page;
-        let shards: Vec<ShardView> = rest.into_iter().take(page).map(shard_view).collect();
+        let shards: Vec<ShardView> = rest
+            .into_iter()
+            .take(page)
+            .map(|s| shard_view(d.uid, s))
+            .collect();
         Ok(ShardList {
             next_exclusive_start_shard_id: if more {
                 shards.last().map(|s| s.shard_id.clone())
@@ -495,7 +517,10 @@ impl Broker {
     /// throughput usage) for one shard of stream `uid`, or for all of them and the
     /// stream's facts when `shard` is `None`: without it a broker that creates and deletes
     /// streams, or reshards, for months would keep an entry for every shard it ever saw.
+    /// The subscriptions of what is forgotten end with `ResourceNotFound`, so none keeps
+    /// waiting on a stream or shard that is gone (nor its files).
     pub(crate) fn forget(&self, uid: u64, shard: Option<u64>) {
+        self.subscribers.end_deleted(uid, shard);
         let gone = |&(u, s): &(u64, u64)| u == uid && shard.is_none_or(|x| x == s);
         lock(&self.notifiers).retain(|k, _| !gone(k));
         lock(&self.sync_drivers).retain(|k, _| !gone(k));
@@ -545,10 +570,13 @@ fn shard_after(text: &str) -> Result<ShardId> {
     })
 }
 
-/// A shard as clients see it.
-pub(crate) fn shard_view(s: &ShardInfo) -> ShardView {
-    let index = s.id().index() as u32;
-    let created = s.created().0;
+/// A shard of stream `uid` as clients see it.
+pub(crate) fn shard_view(uid: u64, s: &ShardInfo) -> ShardView {
+    let origin = ShardOrigin {
+        stream_uid: uid,
+        created_ms: s.created().0,
+        index: s.id().index() as u32,
+    };
     ShardView {
         shard_id: s.id().to_string(),
         parent_shard_id: s.parent().map(|p| p.to_string()),
@@ -557,10 +585,10 @@ pub(crate) fn shard_view(s: &ShardInfo) -> ShardView {
             starting_hash_key: s.range().start().0.to_string(),
             ending_hash_key: s.range().end().0.to_string(),
         },
-        starting_sequence_number: SequenceNumber::starting(created, index).encode(),
+        starting_sequence_number: SequenceNumber::starting(origin).encode(),
         ending_sequence_number: s
             .closed()
-            .map(|c| SequenceNumber::ending(created, index, c.at.0).encode()),
+            .map(|c| SequenceNumber::ending(origin, c.at.0).encode()),
         created: s.created(),
         closed: s.closed().map(|c| c.at),
     }

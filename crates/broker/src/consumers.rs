@@ -18,11 +18,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use sluice_storage::TimestampMs;
-use tokio::sync::mpsc;
 
 use crate::broker::{Broker, blocking, lock, now_ms};
 use crate::error::{Error, Result};
-use crate::types::{StartingPosition, SubscribeEvent};
+use crate::subscribe::Subscription;
+use crate::types::StartingPosition;
 
 const FILE: &str = "consumers";
 const HEADER: &str = "SLUICE-CONSUMERS 1";
@@ -210,17 +210,21 @@ impl Broker {
         self.delete_stream(name).await
     }
 
-    /// SubscribeToShard: a subscription on behalf of a registered consumer.
+    /// SubscribeToShard: a subscription on behalf of a registered consumer, which may
+    /// have one per shard (a second within `subscription_takeover_ms` of the first is
+    /// refused with `ResourceInUse`; a later one takes over).
     pub async fn subscribe_consumer(
         self: &Arc<Self>,
         consumer_arn: &str,
         shard_id: &str,
         position: StartingPosition,
-    ) -> Result<mpsc::Receiver<Result<SubscribeEvent>>> {
+    ) -> Result<Subscription> {
         let r = self
             .find_consumer(&ConsumerRef::Arn(consumer_arn.to_owned()))
             .await?;
-        self.subscribe(&r.stream, shard_id, position).await
+        let arn = self.view(&r).arn;
+        self.subscribe_as(&r.stream, shard_id, position, Some(arn))
+            .await
     }
 
     pub(crate) fn drop_consumers_of(&self, uid: u64) -> Result<()> {

@@ -10,7 +10,7 @@ use sluice_storage::{Log, RecordIn};
 
 use crate::broker::{Broker, blocking, now_ms};
 use crate::error::{Error, Result};
-use crate::seqnum::{self, SequenceNumber};
+use crate::seqnum::{self, SequenceNumber, ShardOrigin};
 use crate::types::{PutRecordInput, PutRecordOutput, PutRecordsEntry, PutRecordsOutput};
 
 /// Partition keys are 1 to 256 Unicode characters.
@@ -196,13 +196,17 @@ impl Broker {
                 let a = written.appended;
                 let shard_id = g.shard.to_string();
                 let mut numbers = seqnum::Encoder::default();
+                let origin = ShardOrigin {
+                    stream_uid: g.uid,
+                    created_ms: g.created_ms,
+                    index: g.shard.index() as u32,
+                };
                 for (i, p) in g.records.iter().enumerate() {
                     let seq = sluice_storage::SeqNo(a.first.0 + i as u64);
                     results[p.index] = Some(PutRecordsEntry::Ok(PutRecordOutput {
                         shard_id: shard_id.clone(),
                         sequence_number: numbers.encode(SequenceNumber::for_record(
-                            g.created_ms,
-                            g.shard.index() as u32,
+                            origin,
                             seq,
                             a.timestamp.0,
                         )),

@@ -1,47 +1,57 @@
-//! Reading: GetShardIterator (five starting positions, exact boundaries), GetRecords
+//! Reading: GetShardIterator (five starting positions, exact boundaries) and GetRecords
 //! (limits, NextShardIterator, MillisBehindLatest, ChildShards at the end of a closed
-//! shard) and subscriptions that push records as soon as they are committed.
+//! shard), and the reads subscriptions (`subscribe`) are made of.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use sluice_shards::{ShardHandle, ShardId};
 use sluice_storage::{Log, SeqNo, TimestampMs};
-use tokio::sync::mpsc;
 
 use crate::broker::{Broker, blocking, now_ms};
 use crate::error::{Error, Result};
 use crate::iterator::Position;
-use crate::seqnum::SequenceNumber;
+use crate::seqnum::{ENDING_COUNTER, SequenceNumber, ShardOrigin};
 use crate::types::{
-    ChildShard, GetRecordsOutput, GetRecordsPage, HashKeyRange, ReadRecord, RecordView,
-    StartingPosition, SubscribeEvent, record_views,
+    ChildShard, GetRecordsOutput, GetRecordsPage, HashKeyRange, ReadRecord, StartingPosition,
 };
 
-/// A subscription with nothing to deliver sends an empty event this often.
-const HEARTBEAT: Duration = Duration::from_secs(5);
-
 /// What one read of a shard produced.
-struct Batch {
-    records: Vec<ReadRecord>,
+pub(crate) struct Batch {
+    pub records: Vec<ReadRecord>,
     /// Where the next read starts.
-    next: SeqNo,
+    pub next: SeqNo,
     /// The AT_TIMESTAMP bound still to apply (cleared once a record passed it).
-    min_ts: Option<TimestampMs>,
-    millis_behind: u64,
-    bytes: u64,
+    pub min_ts: Option<TimestampMs>,
+    pub millis_behind: u64,
+    /// Data bytes of the records.
+    pub bytes: u64,
+    /// Partition key bytes of the records.
+    pub key_bytes: u64,
+    /// Whether the log was sealed when the read ended (nothing more will be appended).
+    pub sealed: bool,
 }
 
 /// Where a reader is: a shard of one stream incarnation and a log position.
 #[derive(Clone)]
-struct Cursor {
-    stream: String,
-    uid: u64,
-    shard: ShardId,
-    created_ms: u64,
-    log: Arc<Log>,
-    seq: SeqNo,
-    min_ts: Option<TimestampMs>,
+pub(crate) struct Cursor {
+    pub stream: String,
+    pub uid: u64,
+    pub shard: ShardId,
+    pub created_ms: u64,
+    pub log: Arc<Log>,
+    pub seq: SeqNo,
+    pub min_ts: Option<TimestampMs>,
+}
+
+impl Cursor {
+    /// The shard the cursor reads, as its sequence numbers name it.
+    pub(crate) fn origin(&self) -> ShardOrigin {
+        ShardOrigin {
+            stream_uid: self.uid,
+            created_ms: self.created_ms,
+            index: self.shard.index() as u32,
+        }
+    }
 }
 
 impl Broker {
@@ -101,9 +111,11 @@ impl Broker {
         }
         let (handle, cursor) = self.resume(&pos).await?;
         self.admit_read(cursor.uid, cursor.shard.index(), &cursor.stream)?;
-        let batch = self.read_batch(&cursor, limit).await?;
+        let batch = self
+            .read_batch(&cursor, limit, self.config.get_records_bytes_max)
+            .await?;
         self.account_read_bytes(cursor.uid, cursor.shard.index(), batch.bytes);
-        let end = self.closed_end(&handle, &cursor).await?;
+        let end = self.closed_end(&handle, &cursor, batch.sealed).await?;
         let (next_shard_iterator, child_shards) = match end {
             Some(end) if batch.next >= end => {
                 (None, self.child_shards(&cursor.stream, &handle).await?)
@@ -126,108 +138,8 @@ impl Broker {
         })
     }
 
-    /// Pushes the records of a shard to the returned channel as soon as they are committed,
-    /// from any starting position. An event with no records is sent every few seconds while
-    /// nothing arrives. At the end of a closed shard the last event carries its children.
-    /// The subscription ends after `subscription_ttl_ms`, or when the receiver is dropped.
-    pub async fn subscribe(
-        self: &Arc<Self>,
-        stream: &str,
-        shard_id: &str,
-        position: StartingPosition,
-    ) -> Result<mpsc::Receiver<Result<SubscribeEvent>>> {
-        let cursor = self.start(stream, shard_id, &position, now_ms()).await?;
-        let (tx, rx) = mpsc::channel(self.config.subscription_buffer.max(1));
-        let this = self.clone();
-        tokio::spawn(async move {
-            if let Err(e) = this.pump(cursor, &tx).await {
-                let _ = tx.send(Err(e)).await;
-            }
-        });
-        Ok(rx)
-    }
-
-    /// The body of a subscription.
-    async fn pump(
-        &self,
-        mut cursor: Cursor,
-        tx: &mpsc::Sender<Result<SubscribeEvent>>,
-    ) -> Result<()> {
-        let deadline =
-            tokio::time::Instant::now() + Duration::from_millis(self.config.subscription_ttl_ms);
-        let notify = self.notifier(cursor.uid, cursor.shard.index());
-        loop {
-            // Register for the wake-up before reading, so an append in between is not missed.
-            let notified = notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let batch = self
-                .read_batch(&cursor, self.config.get_records_max)
-                .await?;
-            cursor.seq = batch.next;
-            cursor.min_ts = batch.min_ts;
-            if !batch.records.is_empty() {
-                let records = record_views(batch.records);
-                let event = self.event(&cursor, records, batch.millis_behind, Vec::new());
-                if tx.send(Ok(event)).await.is_err() {
-                    return Ok(());
-                }
-                continue;
-            }
-            if cursor.log.is_sealed() {
-                let handle = self
-                    .shard_handle(&cursor.stream, &cursor.shard.to_string())
-                    .await?;
-                if let Some(end) = self.closed_end(&handle, &cursor).await? {
-                    if cursor.seq >= end {
-                        let children = self.child_shards(&cursor.stream, &handle).await?;
-                        let _ = tx
-                            .send(Ok(self.event(&cursor, Vec::new(), 0, children)))
-                            .await;
-                        return Ok(());
-                    }
-                }
-            }
-            tokio::select! {
-                _ = &mut notified => {}
-                _ = tokio::time::sleep(HEARTBEAT) => {
-                    if tx.send(Ok(self.event(&cursor, Vec::new(), 0, Vec::new()))).await.is_err() {
-                        return Ok(());
-                    }
-                }
-                _ = tx.closed() => return Ok(()),
-                _ = tokio::time::sleep_until(deadline) => return Ok(()),
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Ok(());
-            }
-        }
-    }
-
-    fn event(
-        &self,
-        cursor: &Cursor,
-        records: Vec<RecordView>,
-        millis_behind: u64,
-        child_shards: Vec<ChildShard>,
-    ) -> SubscribeEvent {
-        // A number whose AFTER position is the cursor: resuming from it loses nothing.
-        let continuation = SequenceNumber {
-            shard_created_s: cursor.created_ms / 1000,
-            shard_index: cursor.shard.index() as u32,
-            counter: cursor.seq.0,
-            arrival_s: now_ms().0 / 1000,
-        };
-        SubscribeEvent {
-            records,
-            continuation_sequence_number: continuation.encode(),
-            millis_behind_latest: millis_behind,
-            child_shards,
-        }
-    }
-
     /// Resolves a starting position on a shard.
-    async fn start(
+    pub(crate) async fn start(
         &self,
         stream: &str,
         shard_id: &str,
@@ -240,52 +152,50 @@ impl Broker {
                 "Shard {shard_id} in stream {stream} does not exist"
             ))
         })?;
-        let shard = handle.info.id();
-        let created_ms = handle.info.created().0;
         let mut cursor = Cursor {
             stream: stream.to_owned(),
             uid: handle.stream_uid,
-            shard,
-            created_ms,
+            shard: handle.info.id(),
+            created_ms: handle.info.created().0,
             log,
             seq: SeqNo(0),
             min_ts: None,
         };
-        let number = |text: &str| self.number_for_shard(text, stream, shard, created_ms);
-        cursor.seq = match position {
-            StartingPosition::TrimHorizon => cursor.log.trim_horizon(),
-            StartingPosition::Latest => cursor.log.next_seq(),
-            StartingPosition::AtSequenceNumber(s) => number(s)?.at_position(),
-            StartingPosition::AfterSequenceNumber(s) => number(s)?.after_position(),
-            StartingPosition::AtTimestamp(t) => {
-                if t.0 > now.0 {
-                    return Err(Error::InvalidArgument(format!(
-                        "The timestampInMillis parameter cannot be greater than the currentTimestampInMillis. timestampInMillis: {}, currentTimestampInMillis: {}",
-                        t.0, now.0
-                    )));
-                }
-                cursor.min_ts = Some(*t);
-                let (log, t) = (cursor.log.clone(), *t);
-                blocking(move || Ok(log.seek_time(t)?)).await?
+        let number = match position {
+            StartingPosition::AtSequenceNumber(s) | StartingPosition::AfterSequenceNumber(s) => {
+                Some(self.number_for_shard(s, &cursor)?)
             }
+            StartingPosition::AtTimestamp(t) if t.0 > now.0 => {
+                return Err(Error::InvalidArgument(format!(
+                    "The timestampInMillis parameter cannot be greater than the currentTimestampInMillis. timestampInMillis: {}, currentTimestampInMillis: {}",
+                    t.0, now.0
+                )));
+            }
+            StartingPosition::AtTimestamp(t) => {
+                cursor.min_ts = Some(*t);
+                None
+            }
+            StartingPosition::TrimHorizon | StartingPosition::Latest => None,
         };
+        let closed_end = handle.info.closed().map(|c| c.end);
+        let (log, at) = (cursor.log.clone(), position.clone());
+        let seq = blocking(move || resolve(&log, &at, number, closed_end)).await?;
+        cursor.seq = seq.ok_or_else(|| {
+            let text = match position {
+                StartingPosition::AtSequenceNumber(s)
+                | StartingPosition::AfterSequenceNumber(s) => s,
+                _ => "",
+            };
+            self.invalid_number(text, &cursor, "")
+        })?;
         Ok(cursor)
     }
 
-    /// Decodes a sequence number and checks that it belongs to this shard.
-    fn number_for_shard(
-        &self,
-        text: &str,
-        stream: &str,
-        shard: ShardId,
-        created_ms: u64,
-    ) -> Result<SequenceNumber> {
-        let account = &self.config.manager.account;
-        let n = SequenceNumber::decode(text).map_err(|_| {
-            Error::InvalidArgument(format!(
-                "StartingSequenceNumber {text} used in GetShardIterator on shard {shard} in stream {stream} under account {account} is invalid."
-            ))
-        })?;
+    /// Decodes a sequence number and checks that it belongs to the cursor's shard of its
+    /// stream incarnation.
+    fn number_for_shard(&self, text: &str, cursor: &Cursor) -> Result<SequenceNumber> {
+        let shard = cursor.shard;
+        let n = SequenceNumber::decode(text).map_err(|_| self.invalid_number(text, cursor, ""))?;
         if u64::from(n.shard_index) != shard.index() {
             let other = ShardId::new(u64::from(n.shard_index))
                 .map_or_else(|| n.shard_index.to_string(), |s| s.to_string());
@@ -293,12 +203,23 @@ impl Broker {
                 "Invalid StartingSequenceNumber. It encodes {other}, while it was used in a call to a shard with {shard}"
             )));
         }
-        if n.shard_created_s != created_ms / 1000 {
-            return Err(Error::InvalidArgument(format!(
-                "StartingSequenceNumber {text} used in GetShardIterator on shard {shard} in stream {stream} under account {account} is invalid because it did not come from this stream."
-            )));
+        if n.shard_created_s != cursor.created_ms / 1000 || !n.may_belong_to_stream(cursor.uid) {
+            return Err(self.invalid_number(
+                text,
+                cursor,
+                " because it did not come from this stream",
+            ));
         }
         Ok(n)
+    }
+
+    /// Kinesis's InvalidArgumentException for a starting sequence number, with `why`
+    /// before the full stop.
+    fn invalid_number(&self, text: &str, cursor: &Cursor, why: &str) -> Error {
+        Error::InvalidArgument(format!(
+            "StartingSequenceNumber {text} used in GetShardIterator on shard {} in stream {} under account {} is invalid{why}.",
+            cursor.shard, cursor.stream, self.config.manager.account
+        ))
     }
 
     /// Finds the shard an iterator names, refusing one from an earlier stream of the name.
@@ -329,25 +250,33 @@ impl Broker {
         Ok((handle, cursor))
     }
 
-    /// Reads a batch from a cursor, skipping records past retention or before an
-    /// AT_TIMESTAMP bound.
-    async fn read_batch(&self, cursor: &Cursor, limit: usize) -> Result<Batch> {
+    /// Reads up to `limit` records and `bytes_max` bytes of keys and data (at least one
+    /// record when any is readable) from a cursor, skipping records past retention or
+    /// before an AT_TIMESTAMP bound.
+    pub(crate) async fn read_batch(
+        &self,
+        cursor: &Cursor,
+        limit: usize,
+        bytes_max: usize,
+    ) -> Result<Batch> {
         let facts = self.facts(&cursor.stream, cursor.uid)?;
-        let bytes_max = self.config.get_records_bytes_max;
         let c = cursor.clone();
         let now = now_ms();
-        let (records, next, min_ts, behind_ts) = blocking(move || {
+        let (records, next, min_ts, behind_ts, sealed) = blocking(move || {
             let log = &c.log;
+            // Look first: once sealed, the log takes no more records, so what the read
+            // below finds is all there will be.
+            let sealed = log.is_sealed();
             let from = c.seq.max(log.trim_horizon());
             if from >= log.next_seq() {
-                return Ok((Vec::new(), c.seq.max(from), c.min_ts, None));
+                return Ok((Vec::new(), c.seq.max(from), c.min_ts, None, sealed));
             }
             // Shared reads: the data stays in the segment's mapping until the front-end
             // encodes it, the one copy on the way to the socket. Records written but not
             // yet synced are past the readable end: nothing to return yet, not an error.
             let batch = match log.read_shared(from, limit, bytes_max) {
                 Err(sluice_storage::Error::BeyondEnd { .. }) => {
-                    return Ok((Vec::new(), c.seq.max(from), c.min_ts, None));
+                    return Ok((Vec::new(), c.seq.max(from), c.min_ts, None, sealed));
                 }
                 other => other?,
             };
@@ -372,18 +301,18 @@ impl Broker {
             } else {
                 None
             };
-            Ok((records, batch.next, min_ts, behind_ts))
+            Ok((records, batch.next, min_ts, behind_ts, sealed))
         })
         .await?;
-        let mut bytes = 0u64;
+        let (mut bytes, mut key_bytes) = (0u64, 0u64);
         let records: Vec<ReadRecord> = records
             .into_iter()
             .map(|r| {
                 bytes += r.data.len() as u64;
+                key_bytes += r.partition_key.len() as u64;
                 ReadRecord {
                     sequence_number: SequenceNumber::for_record(
-                        cursor.created_ms,
-                        cursor.shard.index() as u32,
+                        cursor.origin(),
                         r.seq,
                         r.timestamp.0,
                     ),
@@ -400,15 +329,23 @@ impl Broker {
             min_ts,
             millis_behind,
             bytes,
+            key_bytes,
+            sealed,
         })
     }
 
     /// The position after a closed shard's last record, `None` while it is open.
-    async fn closed_end(&self, handle: &ShardHandle, cursor: &Cursor) -> Result<Option<SeqNo>> {
+    /// `sealed` says whether the cursor's log was sealed when last read.
+    pub(crate) async fn closed_end(
+        &self,
+        handle: &ShardHandle,
+        cursor: &Cursor,
+        sealed: bool,
+    ) -> Result<Option<SeqNo>> {
         if let Some(c) = handle.info.closed() {
             return Ok(Some(c.end));
         }
-        if !cursor.log.is_sealed() {
+        if !sealed {
             return Ok(None);
         }
         // Sealed since the handle was taken: ask the catalogue whether the reshard committed.
@@ -419,7 +356,11 @@ impl Broker {
     }
 
     /// The children of a closed shard, as ChildShards.
-    async fn child_shards(&self, stream: &str, handle: &ShardHandle) -> Result<Vec<ChildShard>> {
+    pub(crate) async fn child_shards(
+        &self,
+        stream: &str,
+        handle: &ShardHandle,
+    ) -> Result<Vec<ChildShard>> {
         let handle = if handle.children.is_empty() {
             self.shard_handle(stream, &handle.info.id().to_string())
                 .await?
@@ -447,4 +388,28 @@ impl Broker {
         }
         Ok(out)
     }
+}
+
+/// Where a starting position puts a reader of `log` (on the blocking pool: it takes the
+/// log's lock and may read the timestamp index). `None` for a sequence number beyond the
+/// shard's end: one no record of the shard has had yet, other than a closed shard's
+/// `EndingSequenceNumber` (which positions at its end). `closed_end` is the position after
+/// a closed shard's last record.
+fn resolve(
+    log: &Log,
+    position: &StartingPosition,
+    number: Option<SequenceNumber>,
+    closed_end: Option<SeqNo>,
+) -> Result<Option<SeqNo>> {
+    let beyond = |n: &SequenceNumber| n.counter > log.next_seq().0;
+    Ok(match (position, number) {
+        (StartingPosition::TrimHorizon, _) => Some(log.trim_horizon()),
+        (StartingPosition::Latest, _) => Some(log.next_seq()),
+        (StartingPosition::AtTimestamp(t), _) => Some(log.seek_time(*t)?),
+        (_, Some(n)) if n.counter == ENDING_COUNTER && closed_end.is_some() => closed_end,
+        (_, Some(n)) if beyond(&n) => None,
+        (StartingPosition::AtSequenceNumber(_), Some(n)) => Some(n.at_position()),
+        (StartingPosition::AfterSequenceNumber(_), Some(n)) => Some(n.after_position()),
+        (_, None) => None,
+    })
 }

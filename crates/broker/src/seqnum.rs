@@ -7,22 +7,50 @@
 //! | 1–9    | 36 | shard creation time, epoch seconds |
 //! | 10     | 4  | low hex digit of the shard index |
 //! | 11–26  | 64 | per-shard counter (top bit 0): 0 is the shard's starting number, record `n` of the log is `n + 1`, `i64::MAX` is a closed shard's ending number |
-//! | 27–28  | 8  | zero |
+//! | 27–28  | 8  | stream incarnation check: `1 + uid mod 255` of the stream's uid; 0 in numbers issued before Sluice wrote it |
 //! | 29–37  | 36 | record arrival time, epoch seconds |
 //! | 38–45  | 32 | shard index |
 //! | 46     | 4  | version, 2 |
 //!
 //! Creation time is the most significant field, so every record of a child shard compares
-//! greater than every record of its parents, and numbers compare correctly as integers. The
-//! shard index and creation time let the broker refuse a number from another shard, or
-//! from an earlier stream of the same name.
+//! greater than every record of its parents, and numbers compare correctly as integers.
+//! The counter sits above the incarnation check, so within a shard numbers still order
+//! by counter alone.
+//!
+//! The shard index, the creation time and the incarnation check let the broker refuse a
+//! number from another shard, from another stream whose shard of the same index was
+//! created in the same second, or from an earlier stream of the same name (a stream's uid
+//! is its journaled creation number, never reused, so two incarnations differ in the check
+//! unless their uids are a multiple of 255 apart). Numbers issued before the check existed
+//! carry 0 there and are still accepted, checked as before by shard index and creation
+//! second only: they can only name shards created before the upgrade, so they can never be
+//! mistaken for a number of a stream created after it.
 
 use sluice_storage::SeqNo;
 
 /// The counter of a closed shard's `EndingSequenceNumber`.
 pub const ENDING_COUNTER: u64 = i64::MAX as u64;
+/// The incarnation check of numbers issued before it existed.
+pub const INCARNATION_UNCHECKED: u8 = 0;
 const SECONDS_MASK: u64 = (1 << 36) - 1;
 const DIGITS_MAX: usize = 129;
+
+/// The incarnation check of stream `uid`: never [`INCARNATION_UNCHECKED`].
+pub fn incarnation_check(uid: u64) -> u8 {
+    // `uid % 255` is below 255, so the sum fits and is at least 1.
+    (uid % 255) as u8 + 1
+}
+
+/// The shard a number belongs to: its stream incarnation, creation time and index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardOrigin {
+    /// The stream's uid (its creation number).
+    pub stream_uid: u64,
+    /// When the shard was created, ms since the epoch.
+    pub created_ms: u64,
+    /// The shard's index (`shardId-000000000007` is 7).
+    pub index: u32,
+}
 
 /// The fields of a sequence number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +61,9 @@ pub struct SequenceNumber {
     pub shard_index: u32,
     /// The per-shard counter.
     pub counter: u64,
+    /// The stream incarnation check ([`incarnation_check`]), or
+    /// [`INCARNATION_UNCHECKED`] in a number issued before it existed.
+    pub incarnation: u8,
     /// The record's arrival time, epoch seconds.
     pub arrival_s: u64,
 }
@@ -43,38 +74,38 @@ pub struct Malformed(pub &'static str);
 
 impl SequenceNumber {
     /// The number of the record at `seq` in a shard's log.
-    pub fn for_record(
-        shard_created_ms: u64,
-        shard_index: u32,
-        seq: SeqNo,
-        arrival_ms: u64,
-    ) -> Self {
+    pub fn for_record(shard: ShardOrigin, seq: SeqNo, arrival_ms: u64) -> Self {
         SequenceNumber {
-            shard_created_s: shard_created_ms / 1000,
-            shard_index,
             counter: seq.0 + 1,
             arrival_s: arrival_ms / 1000,
+            ..SequenceNumber::starting(shard)
         }
     }
 
     /// A shard's `StartingSequenceNumber`: below every record of the shard.
-    pub fn starting(shard_created_ms: u64, shard_index: u32) -> Self {
+    pub fn starting(shard: ShardOrigin) -> Self {
         SequenceNumber {
-            shard_created_s: shard_created_ms / 1000,
-            shard_index,
+            shard_created_s: shard.created_ms / 1000,
+            shard_index: shard.index,
             counter: 0,
-            arrival_s: shard_created_ms / 1000,
+            incarnation: incarnation_check(shard.stream_uid),
+            arrival_s: shard.created_ms / 1000,
         }
     }
 
     /// A closed shard's `EndingSequenceNumber`: above every record of the shard.
-    pub fn ending(shard_created_ms: u64, shard_index: u32, closed_ms: u64) -> Self {
+    pub fn ending(shard: ShardOrigin, closed_ms: u64) -> Self {
         SequenceNumber {
-            shard_created_s: shard_created_ms / 1000,
-            shard_index,
             counter: ENDING_COUNTER,
             arrival_s: closed_ms / 1000,
+            ..SequenceNumber::starting(shard)
         }
+    }
+
+    /// Whether the number may belong to stream incarnation `uid`: it carries that
+    /// incarnation's check, or none (issued before the check existed).
+    pub fn may_belong_to_stream(&self, uid: u64) -> bool {
+        self.incarnation == INCARNATION_UNCHECKED || self.incarnation == incarnation_check(uid)
     }
 
     /// The log position an `AT_SEQUENCE_NUMBER` iterator starts at: the record with this
@@ -105,7 +136,7 @@ impl SequenceNumber {
         v.push(self.shard_created_s & SECONDS_MASK, 36);
         v.push(u64::from(self.shard_index) & 0xF, 4);
         v.push(self.counter & ENDING_COUNTER, 64);
-        v.push(0, 8);
+        v.push(u64::from(self.incarnation), 8);
         v.push(self.arrival_s & SECONDS_MASK, 36);
         v.push(u64::from(self.shard_index), 32);
         v.push(2, 4);
@@ -124,7 +155,7 @@ impl SequenceNumber {
         let version = v.pop(4);
         let shard_index = v.pop(32) as u32;
         let arrival_s = v.pop(36);
-        let zero = v.pop(8);
+        let incarnation = v.pop(8) as u8;
         let counter = v.pop(64);
         let index_digit = v.pop(4);
         let shard_created_s = v.pop(36);
@@ -132,13 +163,14 @@ impl SequenceNumber {
         if version != 2 || head != 2 || !v.is_zero() {
             return Err(Malformed("not a version 2 sequence number"));
         }
-        if zero != 0 || counter > ENDING_COUNTER || index_digit != u64::from(shard_index & 0xF) {
+        if counter > ENDING_COUNTER || index_digit != u64::from(shard_index & 0xF) {
             return Err(Malformed("inconsistent fields"));
         }
         Ok(SequenceNumber {
             shard_created_s,
             shard_index,
             counter,
+            incarnation,
             arrival_s,
         })
     }
@@ -383,7 +415,8 @@ mod tests {
 
     proptest! {
         #[test]
-        fn the_encoder_matches_a_full_encode(created in 0u64..(1 << 36) * 1000, index in any::<u32>(), start in 0u64..ENDING_COUNTER, steps in prop::collection::vec((0u8..4, 0u64..3000), 1..60)) {
+        fn the_encoder_matches_a_full_encode(created in 0u64..(1 << 36) * 1000, index in any::<u32>(), uid in any::<u64>(), start in 0u64..ENDING_COUNTER, steps in prop::collection::vec((0u8..4, 0u64..3000), 1..60)) {
+            let shard = ShardOrigin { stream_uid: uid, created_ms: created, index };
             let mut enc = Encoder::default();
             let mut counter = start;
             let mut arrival = created;
@@ -394,7 +427,7 @@ mod tests {
                     _ => {}
                 }
                 counter = (counter + 1).min(ENDING_COUNTER);
-                let n = SequenceNumber::for_record(created, index, SeqNo(counter - 1), arrival);
+                let n = SequenceNumber::for_record(shard, SeqNo(counter - 1), arrival);
                 prop_assert_eq!(enc.encode(n), n.encode());
             }
         }
@@ -432,18 +465,29 @@ mod tests {
 
     #[test]
     fn a_record_number_looks_like_a_real_one() {
-        let n = SequenceNumber::for_record(1_571_000_000_123, 0, SeqNo(159), 1_571_000_100_000);
+        let shard = ShardOrigin {
+            stream_uid: 7,
+            created_ms: 1_571_000_000_123,
+            index: 0,
+        };
+        let n = SequenceNumber::for_record(shard, SeqNo(159), 1_571_000_100_000);
         let s = n.encode();
         assert_eq!(s.len(), 56, "{s}");
+        assert_eq!(n.incarnation, 8);
         assert_eq!(SequenceNumber::decode(&s), Ok(n));
     }
 
     #[test]
     fn starting_is_below_every_record_and_ending_above() {
         let created = 1_700_000_000_000;
-        let start = SequenceNumber::starting(created, 3).encode();
-        let rec = SequenceNumber::for_record(created, 3, SeqNo(0), created).encode();
-        let end = SequenceNumber::ending(created, 3, created + 10_000).encode();
+        let shard = ShardOrigin {
+            stream_uid: 254,
+            created_ms: created,
+            index: 3,
+        };
+        let start = SequenceNumber::starting(shard).encode();
+        let rec = SequenceNumber::for_record(shard, SeqNo(0), created).encode();
+        let end = SequenceNumber::ending(shard, created + 10_000).encode();
         let num = |s: &str| s.parse::<f64>().unwrap_or(0.0);
         assert!(start.len() <= rec.len() && (start.len() < rec.len() || start < rec));
         assert!(num(&end) > num(&rec));
@@ -481,23 +525,82 @@ mod tests {
         assert_eq!(n.shard_created_s, 1_542_776_258);
         assert_eq!(n.encode(), real);
         assert_eq!(n.counter, 1_734_642_199);
+        assert_eq!(n.incarnation, INCARNATION_UNCHECKED);
+        assert!(n.may_belong_to_stream(0) && n.may_belong_to_stream(12_345));
+    }
+
+    #[test]
+    fn numbers_name_their_stream_incarnation() {
+        // Two streams whose shard 0 was created in the same second, and a stream and the
+        // next incarnation of its name: the numbers differ only in the check, and each
+        // belongs to its own stream only.
+        for (a, b) in [(0, 1), (41, 42), (254, 255), (255, 256), (7, 7 + 254)] {
+            let shard = |uid| ShardOrigin {
+                stream_uid: uid,
+                created_ms: 1_700_000_000_500,
+                index: 0,
+            };
+            let na = SequenceNumber::for_record(shard(a), SeqNo(9), 1_700_000_001_000);
+            let nb = SequenceNumber::for_record(shard(b), SeqNo(9), 1_700_000_001_000);
+            let (da, db) = (
+                SequenceNumber::decode(&na.encode()).unwrap(),
+                SequenceNumber::decode(&nb.encode()).unwrap(),
+            );
+            assert_ne!(na.encode(), nb.encode(), "uids {a} and {b}");
+            assert!(da.may_belong_to_stream(a) && !da.may_belong_to_stream(b));
+            assert!(db.may_belong_to_stream(b) && !db.may_belong_to_stream(a));
+        }
+        assert!((0..10_000).all(|uid| incarnation_check(uid) != INCARNATION_UNCHECKED));
+    }
+
+    #[test]
+    fn a_number_issued_before_the_incarnation_check_still_decodes() {
+        // The digits bd32030 gave record 4 of shard 2 (8 zero bits where the check is now).
+        let old = SequenceNumber {
+            shard_created_s: 1_763_000_000,
+            shard_index: 2,
+            counter: 5,
+            incarnation: INCARNATION_UNCHECKED,
+            arrival_s: 1_763_000_100,
+        };
+        let n = SequenceNumber::decode(&old.encode()).unwrap();
+        assert_eq!(n, old);
+        assert_eq!(n.at_position(), SeqNo(4));
+        assert!(n.may_belong_to_stream(3));
     }
 
     proptest! {
         #[test]
         fn numbers_round_trip_and_sort_like_their_position(
-            created in 0u64..(1 << 36) * 1000, index in any::<u32>(),
+            created in 0u64..(1 << 36) * 1000, index in any::<u32>(), uid in any::<u64>(),
             seq_a in 0u64..(1 << 62), seq_b in 0u64..(1 << 62),
-            arrival in 0u64..(1 << 36) * 1000,
+            arrival_a in 0u64..(1 << 36) * 1000, arrival_b in 0u64..(1 << 36) * 1000,
         ) {
-            let a = SequenceNumber::for_record(created, index, SeqNo(seq_a), arrival);
-            let b = SequenceNumber::for_record(created, index, SeqNo(seq_b), arrival);
+            let shard = ShardOrigin { stream_uid: uid, created_ms: created, index };
+            let a = SequenceNumber::for_record(shard, SeqNo(seq_a), arrival_a);
+            let b = SequenceNumber::for_record(shard, SeqNo(seq_b), arrival_b);
             let (sa, sb) = (a.encode(), b.encode());
             prop_assert_eq!(SequenceNumber::decode(&sa), Ok(a));
             prop_assert_eq!(a.at_position(), SeqNo(seq_a));
             // Same shard: compare as integers (length, then lexicographic) like the counters.
             let cmp = sa.len().cmp(&sb.len()).then(sa.cmp(&sb));
-            prop_assert_eq!(cmp, seq_a.cmp(&seq_b));
+            prop_assert_eq!(cmp, seq_a.cmp(&seq_b).then(arrival_a.cmp(&arrival_b)));
+        }
+
+        #[test]
+        fn every_number_of_a_child_sorts_after_every_number_of_its_parent(
+            parent_created in 0u64..(1 << 35) * 1000, later_s in 1u64..1_000_000,
+            parent_index in 0u32..100_000, child_index in 0u32..100_000, uid in any::<u64>(),
+            parent_seq in 0u64..(1 << 62), child_seq in 0u64..(1 << 62),
+            arrival_p in 0u64..(1 << 36) * 1000, arrival_c in 0u64..(1 << 36) * 1000,
+        ) {
+            let parent = ShardOrigin { stream_uid: uid, created_ms: parent_created, index: parent_index };
+            let child = ShardOrigin { created_ms: parent_created + later_s * 1000, index: child_index, ..parent };
+            let integer = |n: SequenceNumber| n.value();
+            let p = SequenceNumber::for_record(parent, SeqNo(parent_seq), arrival_p);
+            let c = SequenceNumber::for_record(child, SeqNo(child_seq), arrival_c);
+            prop_assert!(integer(c).0 > integer(p).0);
+            prop_assert!(integer(SequenceNumber::ending(parent, arrival_p)).0 > integer(p).0);
         }
 
         #[test]

@@ -201,7 +201,7 @@ async fn a_subscription_gets_records_live_and_ends_with_the_children() {
     )
     .await
     .unwrap();
-    let mut rx = b
+    let mut sub = b
         .subscribe("s", "shardId-000000000000", StartingPosition::Latest)
         .await
         .unwrap();
@@ -216,7 +216,7 @@ async fn a_subscription_gets_records_live_and_ends_with_the_children() {
     )
     .await
     .unwrap();
-    let ev = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+    let ev = tokio::time::timeout(Duration::from_secs(60), sub.next())
         .await
         .unwrap()
         .unwrap()
@@ -226,8 +226,8 @@ async fn a_subscription_gets_records_live_and_ends_with_the_children() {
         Duration::ZERO,
         "delivered on commit, not on a timer"
     );
-    assert_eq!(ev.records.len(), 1);
-    assert_eq!(ev.records[0].data, Bytes::from_static(b"live"));
+    assert_eq!(ev.event.records.len(), 1);
+    assert_eq!(ev.event.records[0].data, Bytes::from_static(b"live"));
     // Resuming after the continuation number gets exactly what came later.
     b.put_record(
         "s",
@@ -243,7 +243,7 @@ async fn a_subscription_gets_records_live_and_ends_with_the_children() {
         .get_shard_iterator(
             "s",
             "shardId-0",
-            StartingPosition::AfterSequenceNumber(ev.continuation_sequence_number.clone()),
+            StartingPosition::AfterSequenceNumber(ev.event.continuation_sequence_number.clone()),
         )
         .await
         .unwrap();
@@ -255,13 +255,13 @@ async fn a_subscription_gets_records_live_and_ends_with_the_children() {
         .unwrap();
     let mut children = Vec::new();
     for _ in 0..10 {
-        let ev = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        let ev = tokio::time::timeout(Duration::from_secs(10), sub.next())
             .await
             .unwrap()
             .unwrap()
             .unwrap();
-        if !ev.child_shards.is_empty() {
-            children = ev.child_shards;
+        if !ev.event.child_shards.is_empty() {
+            children = ev.event.child_shards;
             break;
         }
     }
@@ -271,7 +271,7 @@ async fn a_subscription_gets_records_live_and_ends_with_the_children() {
         vec!["shardId-000000000000".to_owned()]
     );
     assert!(
-        tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        tokio::time::timeout(Duration::from_secs(5), sub.next())
             .await
             .unwrap()
             .is_none(),

@@ -33,6 +33,7 @@ use tonic_prost::{ProstCodec, ProstDecoder};
 use crate::SERVICE_NAME;
 use crate::convert;
 use crate::service::SluiceService;
+use crate::subscribe::SUBSCRIBE_PATH;
 
 /// The path of the method served here.
 pub const GET_RECORDS_PATH: &str = "/sluice.v1.Sluice/GetRecords";
@@ -43,7 +44,8 @@ pub const GET_RECORDS_PATH: &str = "/sluice.v1.Sluice/GetRecords";
 const RECORD_FRAMING_MAX: usize = 6 + 60 + 11 + 12;
 
 /// The `sluice.v1.Sluice` service: the generated server for every method but
-/// GetRecords, which is written from the broker's page (module docs).
+/// GetRecords, which is written from the broker's page (module docs), and Subscribe,
+/// whose body `subscribe` writes so that each event holds its budget until sent.
 /// GetRecords gets the same message size limits as the generated server; compression
 /// is not configured on either (were it ever enabled on the generated server, it would
 /// have to be applied here too).
@@ -82,16 +84,22 @@ impl Service<http::Request<Body>> for SluiceRoutes {
     }
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
-        if req.uri().path() != GET_RECORDS_PATH {
-            return self.generated.call(req);
-        }
-        let method = GetRecordsMethod(self.service.clone());
         let max = Some(self.message_bytes_max);
-        Box::pin(async move {
-            let mut grpc =
-                tonic::server::Grpc::new(GetRecordsCodec).apply_max_message_size_config(max, max);
-            Ok(grpc.unary(method, req).await)
-        })
+        match req.uri().path() {
+            GET_RECORDS_PATH => {
+                let method = GetRecordsMethod(self.service.clone());
+                Box::pin(async move {
+                    let mut grpc = tonic::server::Grpc::new(GetRecordsCodec)
+                        .apply_max_message_size_config(max, max);
+                    Ok(grpc.unary(method, req).await)
+                })
+            }
+            SUBSCRIBE_PATH => {
+                let (service, max) = (self.service.clone(), self.message_bytes_max);
+                Box::pin(async move { Ok(crate::subscribe::serve(service, req, max).await) })
+            }
+            _ => self.generated.call(req),
+        }
     }
 }
 
@@ -303,6 +311,7 @@ mod tests {
             shard_created_s: 1_700_000_000,
             shard_index: 3,
             counter: 1,
+            incarnation: 4,
             arrival_s: 1_700_000_100,
         };
         let records = records

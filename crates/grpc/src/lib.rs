@@ -1,12 +1,13 @@
 //! The gRPC front-end of Sluice: the `sluice.v1.Sluice` service over a [`Broker`], plus
 //! the standard gRPC health and reflection services, so `grpcurl` works out of the box.
 //!
-//! - `service`: [`SluiceService`], thin handlers (decode, call the broker, encode) and the
-//!   Subscribe forwarding task;
+//! - `service`: [`SluiceService`], thin handlers (decode, call the broker, encode);
 //! - `convert`: message mapping between `sluice_proto::v1` and the broker's types;
 //! - `get_records`: GetRecords replies written straight from the broker's page, and
-//!   [`SluiceRoutes`], which serves that method so and the rest through the generated
-//!   server;
+//!   [`SluiceRoutes`], which serves that method so, Subscribe through `subscribe`, and the
+//!   rest through the generated server;
+//! - `subscribe`: Subscribe's response body, one message per event that holds the event's
+//!   bytes against the subscription budgets until it is sent;
 //! - `status`: the one mapping from `sluice_broker::Error` to `tonic::Status`, with the
 //!   Kinesis exception name as a machine-readable reason.
 //!
@@ -19,6 +20,7 @@ pub mod convert;
 pub mod get_records;
 pub mod service;
 pub mod status;
+pub mod subscribe;
 
 use std::sync::Arc;
 

@@ -2,28 +2,26 @@
 //! (`convert`), calls the broker once, and encodes the reply or the error (`status`).
 //! Nothing here decides anything the broker should.
 //!
-//! Subscribe follows tonic's routeguide example: a task forwards the broker's events into
-//! a small bounded channel whose receiver is the response stream. The task stops when the
-//! broker's subscription ends, when the client goes away, or when the server shuts down,
-//! so a graceful shutdown never waits for a subscription's five-minute lifetime.
+//! Subscribe is served by `subscribe`, which writes the response body itself so that each
+//! event's bytes count against the subscription budgets until they are sent; the handler
+//! here opens the broker's [`Subscription`]. A subscription is read only when the client's
+//! stream asks for the next message, and ends when the broker ends it (with an error, sent
+//! as the call's status), when the client goes away, or when the server shuts down, so a
+//! graceful shutdown never waits for a subscription's five-minute lifetime.
 
 use std::pin::Pin;
 use std::sync::Arc;
 
-use sluice_broker::{Broker, GetRecordsPage, types::SubscribeEvent};
+use futures_util::StreamExt;
+use sluice_broker::{Broker, GetRecordsPage, Subscription};
 use sluice_proto::v1 as pb;
 use sluice_proto::v1::sluice_server::Sluice;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_stream::Stream;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::convert;
 use crate::status::to_status;
-
-/// Events buffered between the forwarding task and the HTTP/2 stream of one subscriber.
-/// The broker buffers more upstream; this only decouples the two.
-const SUBSCRIBE_CHANNEL_CAPACITY: usize = 4;
 
 /// The response stream of Subscribe.
 pub type SubscribeStream = Pin<Box<dyn Stream<Item = Result<pb::SubscribeEvent, Status>> + Send>>;
@@ -294,42 +292,42 @@ impl Sluice for SluiceService {
 
     type SubscribeStream = SubscribeStream;
 
+    /// The generated route to this handler is not used: [`crate::SluiceRoutes`] serves
+    /// Subscribe with [`crate::subscribe::serve`], whose messages hold each event's bytes
+    /// against the subscription budgets until they are sent. Through this handler tonic
+    /// encodes each event into its own buffer, so the bytes go back when tonic takes the
+    /// event, before it is sent.
     async fn subscribe(&self, request: Request<pb::SubscribeRequest>) -> Reply<SubscribeStream> {
-        let r = request.into_inner();
+        let (subscription, mut shutdown) = self.open_subscription(request.into_inner()).await?;
+        let events = futures_util::stream::unfold(subscription, |mut s| async move {
+            let event = s.next().await?;
+            Some((
+                event
+                    .map(|d| convert::subscribe_event(d.event))
+                    .map_err(to_status),
+                s,
+            ))
+        });
+        let stopped = async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        };
+        Ok(Response::new(Box::pin(events.take_until(stopped))))
+    }
+}
+
+impl SluiceService {
+    /// Opens the broker subscription a Subscribe call asks for, with the watch that ends
+    /// it when the server shuts down.
+    pub async fn open_subscription(
+        &self,
+        r: pb::SubscribeRequest,
+    ) -> Result<(Subscription, watch::Receiver<bool>), Status> {
         let position = convert::starting_position(r.starting_position).map_err(to_status)?;
-        let events = self
+        let subscription = self
             .broker
             .subscribe(&r.stream_name, &r.shard_id, position)
             .await
             .map_err(to_status)?;
-        let (tx, rx) = mpsc::channel(SUBSCRIBE_CHANNEL_CAPACITY);
-        tokio::spawn(forward(events, tx, self.shutdown.clone()));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
-    }
-}
-
-/// Moves events from the broker to one subscriber until either side ends, an error has
-/// been sent, or the server shuts down.
-async fn forward(
-    mut events: mpsc::Receiver<sluice_broker::Result<SubscribeEvent>>,
-    tx: mpsc::Sender<Result<pb::SubscribeEvent, Status>>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        let next = tokio::select! {
-            next = events.recv() => next,
-            () = tx.closed() => return,
-            _ = shutdown.wait_for(|stop| *stop) => return,
-        };
-        let Some(event) = next else { return };
-        let item = event.map(convert::subscribe_event).map_err(to_status);
-        let last = item.is_err();
-        tokio::select! {
-            sent = tx.send(item) => if sent.is_err() { return },
-            _ = shutdown.wait_for(|stop| *stop) => return,
-        }
-        if last {
-            return;
-        }
+        Ok((subscription, self.shutdown.clone()))
     }
 }

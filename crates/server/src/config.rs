@@ -73,10 +73,11 @@ pub struct BrokerSection {
     pub iterator_ttl: Millis,
     /// How often retention and deferred work run. Default 10s; at least 10ms.
     pub maintenance_interval: Millis,
-    /// Events buffered per subscriber. Default 16; 1 ..= 1024.
-    pub subscription_buffer: usize,
     /// How long one subscription lasts. Default 5m (Kinesis); at least 1s.
     pub subscription_ttl: Millis,
+    /// How old a consumer's SubscribeToShard to a shard must be before a second one takes
+    /// over (younger: the second is refused with ResourceInUse). Default 5s (Kinesis).
+    pub subscription_takeover: Millis,
     /// Enforce Kinesis's per-shard throughput limits. Default false.
     pub throughput_limits: bool,
 }
@@ -101,6 +102,16 @@ pub struct LimitsSection {
     pub streams_creating_max: u32,
     /// UpdateShardCount calls per stream per rolling 24 h. Default 10; at least 1.
     pub shard_count_updates_per_day_max: u32,
+    /// Subscriptions open at once, across all shards. Default 1024; 1 ..= 1000000.
+    pub subscriptions_max: usize,
+    /// Subscriptions of one shard open at once. Default 20; 1 ..= 100000.
+    pub subscriptions_per_shard_max: usize,
+    /// Record bytes one subscription may hold read and not yet sent (two events of at
+    /// most half of it, or one larger record). Default 2MiB; 64KiB ..= 64MiB.
+    pub subscription_buffer_size_max: ByteSize,
+    /// Record bytes all subscriptions may hold read and not yet sent. Default 256MiB; at
+    /// least 16MiB and at least `subscription_buffer_size_max`.
+    pub subscription_buffer_total_size_max: ByteSize,
 }
 
 /// `[storage]`: every shard log.
@@ -219,8 +230,8 @@ impl Default for BrokerSection {
             status_delay: Millis(0),
             iterator_ttl: Millis(300_000),
             maintenance_interval: Millis(10_000),
-            subscription_buffer: 16,
             subscription_ttl: Millis(300_000),
+            subscription_takeover: Millis(5_000),
             throughput_limits: false,
         }
     }
@@ -237,6 +248,10 @@ impl Default for LimitsSection {
             shards_per_stream_max: 10_000,
             streams_creating_max: 5,
             shard_count_updates_per_day_max: 10,
+            subscriptions_max: 1024,
+            subscriptions_per_shard_max: 20,
+            subscription_buffer_size_max: ByteSize(2 << 20),
+            subscription_buffer_total_size_max: ByteSize(256 << 20),
         }
     }
 }
@@ -355,8 +370,18 @@ impl Config {
             )?,
             throughput_limits: self.broker.throughput_limits,
             maintenance_interval_ms: self.broker.maintenance_interval.0,
-            subscription_buffer: self.broker.subscription_buffer,
             subscription_ttl_ms: self.broker.subscription_ttl.0,
+            subscriptions_max: limits.subscriptions_max,
+            subscriptions_per_shard_max: limits.subscriptions_per_shard_max,
+            subscription_bytes_max: to_usize(
+                "limits.subscription_buffer_size_max",
+                limits.subscription_buffer_size_max.0,
+            )?,
+            subscription_bytes_total_max: to_usize(
+                "limits.subscription_buffer_total_size_max",
+                limits.subscription_buffer_total_size_max.0,
+            )?,
+            subscription_takeover_ms: self.broker.subscription_takeover.0,
             segment_cache_capacity: storage.segment_cache_capacity,
         })
     }
@@ -383,12 +408,6 @@ impl Config {
         }
         at_least("broker.iterator_ttl", b.iterator_ttl.0, 1_000)?;
         at_least("broker.maintenance_interval", b.maintenance_interval.0, 10)?;
-        within(
-            "broker.subscription_buffer",
-            b.subscription_buffer as u64,
-            1,
-            1024,
-        )?;
         at_least("broker.subscription_ttl", b.subscription_ttl.0, 1_000)?;
         let l = &self.limits;
         within(
@@ -431,6 +450,7 @@ impl Config {
             u64::from(l.shard_count_updates_per_day_max),
             1,
         )?;
+        validate_subscriptions(l)?;
         at_least(
             "storage.journal_compact_size",
             self.storage.journal_compact_size.0,
@@ -575,6 +595,34 @@ fn env_name(path: &[&str]) -> String {
     format!("{ENV_PREFIX}{}", path.join("_").to_ascii_uppercase())
 }
 
+/// The subscription limits: caps at least 1, and a total budget that holds the largest
+/// record (10 MiB) and at least one subscription's buffer.
+fn validate_subscriptions(l: &LimitsSection) -> Result<(), ConfigError> {
+    within(
+        "limits.subscriptions_max",
+        l.subscriptions_max as u64,
+        1,
+        1_000_000,
+    )?;
+    within(
+        "limits.subscriptions_per_shard_max",
+        l.subscriptions_per_shard_max as u64,
+        1,
+        100_000,
+    )?;
+    within(
+        "limits.subscription_buffer_size_max",
+        l.subscription_buffer_size_max.0,
+        64 << 10,
+        64 << 20,
+    )?;
+    at_least(
+        "limits.subscription_buffer_total_size_max",
+        l.subscription_buffer_total_size_max.0,
+        (16 << 20u64).max(l.subscription_buffer_size_max.0),
+    )
+}
+
 fn at_least(key: &'static str, value: u64, min: u64) -> Result<(), ConfigError> {
     if value < min {
         return Err(ConfigError::Invalid {
@@ -661,8 +709,21 @@ mod tests {
         assert_eq!(ours.get_records_bytes_max, theirs.get_records_bytes_max);
         assert_eq!(ours.throughput_limits, theirs.throughput_limits);
         assert_eq!(ours.maintenance_interval_ms, theirs.maintenance_interval_ms);
-        assert_eq!(ours.subscription_buffer, theirs.subscription_buffer);
         assert_eq!(ours.subscription_ttl_ms, theirs.subscription_ttl_ms);
+        assert_eq!(ours.subscriptions_max, theirs.subscriptions_max);
+        assert_eq!(
+            ours.subscriptions_per_shard_max,
+            theirs.subscriptions_per_shard_max
+        );
+        assert_eq!(ours.subscription_bytes_max, theirs.subscription_bytes_max);
+        assert_eq!(
+            ours.subscription_bytes_total_max,
+            theirs.subscription_bytes_total_max
+        );
+        assert_eq!(
+            ours.subscription_takeover_ms,
+            theirs.subscription_takeover_ms
+        );
         assert_eq!(ours.manager.region, theirs.manager.region);
         assert_eq!(ours.manager.open_shards_max, theirs.manager.open_shards_max);
         assert_eq!(
@@ -752,8 +813,16 @@ mod tests {
             "storage.index_interval",
         );
         check(
-            "[broker]\nsubscription_buffer = 0\n",
-            "broker.subscription_buffer",
+            "[limits]\nsubscriptions_per_shard_max = 0\n",
+            "limits.subscriptions_per_shard_max",
+        );
+        check(
+            "[limits]\nsubscription_buffer_total_size_max = \"8MiB\"\n",
+            "limits.subscription_buffer_total_size_max",
+        );
+        check(
+            "[limits]\nsubscription_buffer_size_max = \"32MiB\"\nsubscription_buffer_total_size_max = \"16MiB\"\n",
+            "limits.subscription_buffer_total_size_max",
         );
         check("[limits]\nput_records_max = 0\n", "limits.put_records_max");
         check("log_filter = \"[[[\"\n", "log_filter");

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::Stream;
-use sluice_broker::{Broker, ConsumerRef, ConsumerView, SubscribeEvent};
+use sluice_broker::{Broker, ConsumerRef, ConsumerView, HeldBytes, SubscribeEvent};
 
 use super::data::{children_value, record_value, starting_position};
 use super::{OpResult, check_name, opt_count, stream_name};
@@ -86,6 +86,18 @@ pub(super) async fn deregister(b: &Arc<Broker>, f: &Fields<'_>) -> OpResult {
     Ok(None)
 }
 
+/// An encoded event-stream message and the subscription budget its event holds.
+struct HeldMessage {
+    bytes: Vec<u8>,
+    _held: HeldBytes,
+}
+
+impl AsRef<[u8]> for HeldMessage {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
 /// One event of SubscribeToShard as its payload value.
 fn event_value(e: &SubscribeEvent) -> Value {
     Value::map([
@@ -126,20 +138,29 @@ pub async fn subscribe_to_shard(
         sp.opt_timestamp("Timestamp")?,
         "startingPosition.type",
     )?;
-    let rx = b.subscribe_consumer(arn, shard, position).await?;
+    let subscription = b.subscribe_consumer(arn, shard, position).await?;
     let initial = eventstream::event(
         "initial-response",
         content_type,
         &encode(&Value::Map(Vec::new())),
     );
-    let events = futures_util::stream::unfold(Some(rx), move |rx| async move {
-        let mut rx = rx?;
-        let msg = match rx.recv().await? {
-            Ok(ev) => eventstream::event(
-                "SubscribeToShardEvent",
-                content_type,
-                &encode(&event_value(&ev)),
-            ),
+    // The subscription reads its next event only when hyper polls the body for it, and
+    // each message holds its event's bytes against the subscription budgets until hyper
+    // has written it and drops it.
+    let events = futures_util::stream::unfold(Some(subscription), move |s| async move {
+        let mut s = s?;
+        let msg = match s.next().await? {
+            Ok(delivery) => {
+                let bytes = eventstream::event(
+                    "SubscribeToShardEvent",
+                    content_type,
+                    &encode(&event_value(&delivery.event)),
+                );
+                Bytes::from_owner(HeldMessage {
+                    bytes,
+                    _held: delivery.held,
+                })
+            }
             Err(e) => {
                 let e = ApiError::from(e);
                 let payload = encode(&Value::map([("message", Value::str(&e.message))]));
@@ -154,7 +175,7 @@ pub async fn subscribe_to_shard(
                 ));
             }
         };
-        Some((Ok(Bytes::from(msg)), Some(rx)))
+        Some((Ok(msg), Some(s)))
     });
     Ok(futures_util::StreamExt::chain(
         futures_util::stream::iter([Ok(Bytes::from(initial))]),
