@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -55,6 +56,9 @@ pub struct Ports {
     pub kinesis: String,
     /// The gRPC listener.
     pub grpc: String,
+    /// The address hostile connections come from: another loopback address than the normal
+    /// clients', so that limits per client address can tell them apart.
+    pub source: IpAddr,
 }
 
 impl Ports {
@@ -187,6 +191,7 @@ pub fn json_empty_arrays_body(bytes: usize) -> Bytes {
 /// listener as ListStreams, each on a new connection, in turn, until `deadline`.
 pub async fn flood(
     addr: &str,
+    source: IpAddr,
     bodies: Vec<(&'static str, Bytes, Arc<Tally>)>,
     concurrency: usize,
     deadline: Instant,
@@ -199,7 +204,7 @@ pub async fn flood(
             let mut k = w;
             while Instant::now() < deadline {
                 let (content_type, body, tally) = &bodies[k % bodies.len()];
-                post_once(&addr, content_type, body.clone(), tally, deadline).await;
+                post_once(&addr, source, content_type, body.clone(), tally, deadline).await;
                 k += 1;
             }
         });
@@ -208,21 +213,31 @@ pub async fn flood(
 }
 
 /// The JSON bodies of issue 22 item 1: objects with many distinct keys.
-pub async fn json_keys(addr: &str, keys: usize, concurrency: usize, deadline: Instant) -> Tallies {
+pub async fn json_keys(
+    ports: &Ports,
+    keys: usize,
+    concurrency: usize,
+    deadline: Instant,
+) -> Tallies {
     let tally = Arc::new(Tally::default());
     let bodies = vec![(JSON, json_keys_body(keys), tally.clone())];
-    flood(addr, bodies, concurrency, deadline).await;
+    flood(&ports.kinesis, ports.source, bodies, concurrency, deadline).await;
     vec![("json-keys".to_owned(), tally)]
 }
 
 /// Item 2: small bodies that decode into huge trees (CBOR and JSON, alternating).
-pub async fn amplify(addr: &str, bytes: usize, concurrency: usize, deadline: Instant) -> Tallies {
+pub async fn amplify(
+    ports: &Ports,
+    bytes: usize,
+    concurrency: usize,
+    deadline: Instant,
+) -> Tallies {
     let (cbor, json) = (Arc::new(Tally::default()), Arc::new(Tally::default()));
     let bodies = vec![
         (CBOR, cbor_empty_items_body(bytes), cbor.clone()),
         (JSON, json_empty_arrays_body(bytes), json.clone()),
     ];
-    flood(addr, bodies, concurrency, deadline).await;
+    flood(&ports.kinesis, ports.source, bodies, concurrency, deadline).await;
     vec![
         ("cbor-items".to_owned(), cbor),
         ("json-arrays".to_owned(), json),
@@ -232,13 +247,14 @@ pub async fn amplify(addr: &str, bytes: usize, concurrency: usize, deadline: Ins
 /// One POST of `body` on a new HTTP/1.1 connection, waiting for the status until `deadline`.
 async fn post_once(
     addr: &str,
+    source: IpAddr,
     content_type: &'static str,
     body: Bytes,
     tally: &Tally,
     deadline: Instant,
 ) {
     tally.attempt();
-    let Some(tcp) = connect(addr, deadline).await else {
+    let Some(tcp) = connect(addr, source, deadline).await else {
         tally.note(End::ConnectFailed);
         // Refused at once: do not spin.
         sleep(Duration::from_millis(10)).await;
@@ -268,10 +284,22 @@ impl<T> Drop for Aborting<T> {
     }
 }
 
-/// Connects to `addr`, giving up after [`CONNECT_TIMEOUT`] or at `deadline`.
-async fn connect(addr: &str, deadline: Instant) -> Option<TcpStream> {
+/// Connects to `addr` from `source`, giving up after [`CONNECT_TIMEOUT`] or at `deadline`.
+async fn connect(addr: &str, source: IpAddr, deadline: Instant) -> Option<TcpStream> {
     let until = deadline.min(Instant::now() + CONNECT_TIMEOUT);
-    timeout_at(until, TcpStream::connect(addr)).await.ok()?.ok()
+    let socket = bound_socket(source).ok()?;
+    let addr: SocketAddr = addr.parse().ok()?;
+    timeout_at(until, socket.connect(addr)).await.ok()?.ok()
+}
+
+/// A TCP socket bound to `source` (port chosen by the kernel).
+fn bound_socket(source: IpAddr) -> std::io::Result<TcpSocket> {
+    let socket = match source {
+        IpAddr::V4(_) => TcpSocket::new_v4()?,
+        IpAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.bind(SocketAddr::new(source, 0))?;
+    Ok(socket)
 }
 
 /// POSTs a Kinesis operation over HTTP/1.1 on `tcp`; returns the status and the body.
@@ -326,7 +354,7 @@ pub async fn connections(ports: &Ports, idle: usize, slow: usize, deadline: Inst
             idle_t.clone()
         };
         tally.attempt();
-        let Some(tcp) = connect(addr, deadline).await else {
+        let Some(tcp) = connect(addr, ports.source, deadline).await else {
             tally.note(End::ConnectFailed);
             continue;
         };
@@ -383,21 +411,36 @@ pub async fn half_uploads(
     deadline: Instant,
 ) -> Tallies {
     let (k, g) = tokio::join!(
-        h2_half_uploads(&ports.kinesis, false, streams, body_bytes, deadline),
-        h2_half_uploads(&ports.grpc, true, streams, body_bytes, deadline),
+        h2_half_uploads(
+            &ports.kinesis,
+            ports.source,
+            false,
+            streams,
+            body_bytes,
+            deadline
+        ),
+        h2_half_uploads(
+            &ports.grpc,
+            ports.source,
+            true,
+            streams,
+            body_bytes,
+            deadline
+        ),
     );
     vec![("h2-kinesis".to_owned(), k), ("h2-grpc".to_owned(), g)]
 }
 
 async fn h2_half_uploads(
     addr: &str,
+    source: IpAddr,
     grpc: bool,
     streams: usize,
     body_bytes: usize,
     deadline: Instant,
 ) -> Arc<Tally> {
     let tally = Arc::new(Tally::default());
-    let Some(tcp) = connect(addr, deadline).await else {
+    let Some(tcp) = connect(addr, source, deadline).await else {
         tally.attempt();
         tally.note(End::ConnectFailed);
         return tally;
@@ -562,8 +605,8 @@ pub async fn stalled_subscribers(
     deadline: Instant,
 ) -> Tallies {
     let (g, k) = tokio::join!(
-        grpc_stalled(to, grpc, deadline),
-        kinesis_stalled(&ports.kinesis, to, kinesis, deadline),
+        grpc_stalled(to, ports.source, grpc, deadline),
+        kinesis_stalled(ports, to, kinesis, deadline),
     );
     vec![
         ("subscribe-grpc".to_owned(), g),
@@ -571,12 +614,17 @@ pub async fn stalled_subscribers(
     ]
 }
 
-async fn grpc_stalled(to: &SubscribeTarget, n: usize, deadline: Instant) -> Arc<Tally> {
+async fn grpc_stalled(
+    to: &SubscribeTarget,
+    source: IpAddr,
+    n: usize,
+    deadline: Instant,
+) -> Arc<Tally> {
     let tally = Arc::new(Tally::default());
     let mut held = Vec::new();
     for i in 0..n {
         if i % SUBS_PER_CONNECTION == 0 || held.is_empty() {
-            match stalled_channel(&to.grpc_url, deadline).await {
+            match stalled_channel(&to.grpc_url, source, deadline).await {
                 Some(c) => held.push((c, Vec::new())),
                 None => {
                     tally.attempt();
@@ -613,19 +661,21 @@ async fn grpc_stalled(to: &SubscribeTarget, n: usize, deadline: Instant) -> Arc<
 
 async fn stalled_channel(
     url: &str,
+    source: IpAddr,
     deadline: Instant,
 ) -> Option<SluiceClient<tonic::transport::Channel>> {
     let endpoint = Endpoint::from_shared(url.to_owned())
         .ok()?
         .initial_stream_window_size(STALLED_WINDOW_BYTES)
         .initial_connection_window_size(STALLED_WINDOW_BYTES * 16)
+        .local_address(Some(source))
         .connect_timeout(CONNECT_TIMEOUT);
     let channel = timeout_at(deadline, endpoint.connect()).await.ok()?.ok()?;
     Some(SluiceClient::new(channel))
 }
 
 async fn kinesis_stalled(
-    addr: &str,
+    ports: &Ports,
     to: &SubscribeTarget,
     n: usize,
     deadline: Instant,
@@ -638,7 +688,7 @@ async fn kinesis_stalled(
         }
         tally.attempt();
         let shard = &to.shards[i % to.shards.len().max(1)];
-        match timeout_at(deadline, subscribe_to_shard(addr, &to.consumer_arn, shard)).await {
+        match timeout_at(deadline, subscribe_to_shard(ports, &to.consumer_arn, shard)).await {
             Ok(Ok(Ok(tcp))) => held.push(tcp),
             Ok(Ok(Err(status))) => tally.refused(status),
             Ok(Err(_)) => tally.note(End::Disconnected),
@@ -655,11 +705,12 @@ async fn kinesis_stalled(
 /// Sends SubscribeToShard on a connection with a small receive buffer and reads only the
 /// status line: the open connection if the server said 200, else the status.
 async fn subscribe_to_shard(
-    addr: &str,
+    ports: &Ports,
     consumer_arn: &str,
     shard: &str,
 ) -> Result<Result<TcpStream, String>> {
-    let socket = TcpSocket::new_v4()?;
+    let addr = &ports.kinesis;
+    let socket = bound_socket(ports.source)?;
     socket.set_recv_buffer_size(4096)?;
     let mut tcp = socket.connect(addr.parse()?).await?;
     let body = json!({

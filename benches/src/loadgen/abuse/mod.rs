@@ -99,6 +99,10 @@ pub struct AbuseArgs {
     /// Abuse mode: how long to wait after a phase for the server to answer promptly, s.
     #[arg(long, default_value_t = 120.0)]
     pub settle_timeout: f64,
+    /// Abuse mode: the local address hostile connections come from (another loopback
+    /// address than the normal clients' 127.0.0.1, so per-address limits can tell them apart).
+    #[arg(long, default_value = "127.0.0.2")]
+    pub hostile_source: std::net::IpAddr,
 }
 
 /// What one phase measured besides the normal clients' latency.
@@ -120,6 +124,7 @@ pub(super) async fn run(
     let ports = Ports {
         kinesis: authority(target.kinesis.as_deref())?,
         grpc: authority(target.grpc.as_deref())?,
+        source: args.abuse.hostile_source,
     };
     let (stream, shard) = shards
         .first()
@@ -215,11 +220,11 @@ async fn hostile(
             Vec::new()
         }
         Attack::JsonKeys => {
-            attacks::json_keys(&ports.kinesis, a.json_keys, a.attack_concurrency, deadline).await
+            attacks::json_keys(&ports, a.json_keys, a.attack_concurrency, deadline).await
         }
         Attack::Amplify => {
             let bytes = usize::try_from(parse_bytes(&a.amplify_bytes)?)?;
-            attacks::amplify(&ports.kinesis, bytes, a.attack_concurrency, deadline).await
+            attacks::amplify(&ports, bytes, a.attack_concurrency, deadline).await
         }
         Attack::Connections => {
             attacks::connections(&ports, a.idle_conns, a.slowloris, deadline).await
@@ -510,41 +515,39 @@ impl PhaseReport {
 
 fn print_table(phases: &[Stats], reports: &[PhaseReport]) {
     println!(
-        "{:<20} {:>22} {:>22} {:>16} {:>9} {:>6} {:>10} {:>10}",
+        "{:<20} {:>21} {:>21} {:>15} {:>6} {:>11} {:>10} {:>10} {:>8}",
         "attack",
         "put p50/p99/max ms",
         "get p50/p99/max ms",
         "connect p99/max",
+        "errors",
         "RSS MiB",
         "fds",
         "recovered",
-        "refused"
+        "pushback"
     );
     let ms = |s: &Stats, q: f64| s.latency.value_at_quantile(q) as f64 / 1000.0;
+    let lat = |s: &Stats| format!("{:.1}/{:.1}/{:.1}", ms(s, 0.5), ms(s, 0.99), ms(s, 1.0));
+    let mib = |kib: u64| kib.div_ceil(1024);
     for (r, st) in reports.iter().zip(phases.chunks(3)) {
         let [put, get, conn] = st else { continue };
-        let pushed: u64 = r.tallies.iter().map(|(_, t)| t.pushed_back()).sum();
+        let p = &r.peaks;
         println!(
-            "{:<20} {:>22} {:>22} {:>16} {:>9.0} {:>6} {:>10} {:>10}",
+            "{:<20} {:>21} {:>21} {:>15} {:>6} {:>11} {:>10} {:>10} {:>8}",
             value_name(r.attack),
-            format!(
-                "{:.1}/{:.1}/{:.1}",
-                ms(put, 0.5),
-                ms(put, 0.99),
-                ms(put, 1.0)
-            ),
-            format!(
-                "{:.1}/{:.1}/{:.1}",
-                ms(get, 0.5),
-                ms(get, 0.99),
-                ms(get, 1.0)
-            ),
+            lat(put),
+            lat(get),
             format!("{:.1}/{:.1}", ms(conn, 0.99), ms(conn, 1.0)),
-            r.peaks.rss_kib as f64 / 1024.0,
-            r.peaks.fds,
+            put.errors + get.errors + conn.errors,
+            format!(
+                "{}->{}",
+                p.start.map_or(0, |s| mib(s.rss_kib)),
+                mib(p.rss_kib)
+            ),
+            format!("{}->{}", p.start.map_or(0, |s| s.fds), p.fds),
             r.recovered
                 .map_or_else(|| "never".to_owned(), |d| format!("{} ms", d.as_millis())),
-            pushed,
+            r.tallies.iter().map(|(_, t)| t.pushed_back()).sum::<u64>(),
         );
     }
 }
