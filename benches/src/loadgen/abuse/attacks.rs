@@ -37,6 +37,9 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 const SLOW_BYTE_INTERVAL: Duration = Duration::from_millis(200);
 /// The data frames of a half-sent HTTP/2 upload.
 const H2_CHUNK_BYTES: usize = 64 * 1024;
+/// At the phase's end, how long a held subscription is read to see whether the server
+/// had already ended it (it is still held if it has not ended by then).
+const END_CHECK: Duration = Duration::from_millis(500);
 /// Stalled gRPC subscriptions per HTTP/2 connection.
 const SUBS_PER_CONNECTION: usize = 25;
 /// The receive windows of a stalled subscriber: small, so the server, not this client,
@@ -118,6 +121,15 @@ impl Tally {
         self.refused.fetch_add(1, Relaxed);
         if let Ok(mut s) = self.statuses.lock() {
             *s.entry(status).or_default() += 1;
+        }
+    }
+
+    /// How a held Subscribe stream was found when the phase ended (see `drain_grpc`).
+    fn note_grpc_end(&self, drained: Result<Option<tonic::Status>, tokio::time::error::Elapsed>) {
+        match drained {
+            Err(_) => self.note(End::Held),
+            Ok(None) => self.note(End::Disconnected),
+            Ok(Some(s)) => self.refused(format!("grpc {:?}", s.code())),
         }
     }
 
@@ -653,10 +665,28 @@ async fn grpc_stalled(
         }
     }
     sleep_until(deadline).await;
-    for _ in held.iter().flat_map(|(_, s)| s) {
-        tally.note(End::Held);
+    let mut set = JoinSet::new();
+    // The channels stay open while their streams are read.
+    let (channels, streams): (Vec<_>, Vec<_>) = held.into_iter().unzip();
+    for stream in streams.into_iter().flatten() {
+        let (stream, tally) = (stream.into_inner(), tally.clone());
+        set.spawn(async move { tally.note_grpc_end(timeout(END_CHECK, drain_grpc(stream)).await) });
     }
+    while set.join_next().await.is_some() {}
+    drop(channels);
     tally
+}
+
+/// Reads a held Subscribe stream to its end: `None` if the server ended it cleanly, its
+/// status if it ended it with an error.
+async fn drain_grpc(mut stream: tonic::Streaming<pb::SubscribeEvent>) -> Option<tonic::Status> {
+    loop {
+        match stream.message().await {
+            Ok(Some(_)) => {}
+            Ok(None) => return None,
+            Err(s) => return Some(s),
+        }
+    }
 }
 
 async fn stalled_channel(
@@ -696,9 +726,22 @@ async fn kinesis_stalled(
         }
     }
     sleep_until(deadline).await;
-    for _ in &held {
-        tally.note(End::Held);
+    let mut set = JoinSet::new();
+    for mut tcp in held {
+        let tally = tally.clone();
+        set.spawn(async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            let ended = timeout(END_CHECK, async {
+                while matches!(tcp.read(&mut buf).await, Ok(n) if n > 0) {}
+            });
+            tally.note(if ended.await.is_ok() {
+                End::Disconnected
+            } else {
+                End::Held
+            });
+        });
     }
+    while set.join_next().await.is_some() {}
     tally
 }
 
