@@ -6,6 +6,7 @@
 //! `--preload-timeout`, and start-up by fixed timeouts. Any failed request or refused
 //! record makes the exit status non-zero, so a smoke run in CI fails on errors.
 
+pub mod abuse;
 pub mod api;
 mod modes;
 pub mod report;
@@ -35,6 +36,9 @@ pub enum Mode {
     /// Preload (optional), SIGKILL the spawned server, start it again, and time how long
     /// until it serves a put and a read.
     Restart,
+    /// A normal producer and reader while a hostile client applies one attack per phase
+    /// (issue 22); see `--attack` and the other abuse flags.
+    Abuse,
 }
 
 /// Which wire protocol carries the load.
@@ -136,6 +140,9 @@ pub struct Args {
     /// Process id of a server not spawned here, to report its memory and descriptors.
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// The flags of `--mode abuse`.
+    #[command(flatten)]
+    pub abuse: abuse::AbuseArgs,
 }
 
 impl Args {

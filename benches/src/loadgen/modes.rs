@@ -32,7 +32,7 @@ pub struct Target {
 }
 
 impl Target {
-    async fn client(&self, api: Api) -> Result<Client> {
+    pub(super) async fn client(&self, api: Api) -> Result<Client> {
         match api {
             Api::Grpc => {
                 let url = self
@@ -240,6 +240,11 @@ pub async fn run(
             extra["restart_listening_ms"] = json!(ms.0);
             extra["restart_serving_ms"] = json!(ms.1);
             phases.push(st);
+        }
+        Mode::Abuse => {
+            let (st, mut report) = super::abuse::run(args, target, &shards, pid).await?;
+            phases.extend(st);
+            extra["abuse"] = report["abuse"].take();
         }
     }
     let pid = spawned.as_ref().map(Spawned::pid).or(pid);
