@@ -221,7 +221,8 @@ fn ok_response(format: Format, request_id: &str, body: Vec<u8>) -> Response {
 
 fn error_response(format: Format, request_id: &str, e: &ApiError) -> Response {
     if e.status >= 500 {
-        tracing::error!(kind = e.kind, message = %e.message, "kinesis request failed");
+        let detail = e.detail.as_deref().unwrap_or(&e.message);
+        tracing::error!(kind = e.kind, request_id, error = %detail, "kinesis request failed");
     }
     let body = (format.encoder())(&Value::map([
         ("__type", Value::str(e.kind)),
