@@ -6,6 +6,7 @@
 //! `--preload-timeout`, and start-up by fixed timeouts. Any failed request or refused
 //! record makes the exit status non-zero, so a smoke run in CI fails on errors.
 
+pub mod abuse;
 pub mod api;
 mod modes;
 pub mod report;

@@ -78,7 +78,12 @@ where
     B::Error: std::fmt::Display,
 {
     let mut body = std::pin::pin!(body);
-    let mut chunks: Vec<Bytes> = Vec::new();
+    // Chunks are copied into one buffer as they come: a chunk is a slice of the
+    // connection's read buffer, and holding many small chunks would hold many buffers
+    // (a 15 MB body trickled in small reads pinned several times its size). A body that
+    // arrives in one chunk is kept as it is.
+    let mut first: Option<Bytes> = None;
+    let mut all: Option<BytesMut> = None;
     let mut total = 0usize;
     while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
         let frame = frame.map_err(|e| {
@@ -96,18 +101,21 @@ where
             let more = total - charge.bytes().max(declared.unwrap_or(0));
             charge.grow(more).await.map_err(BodyError::Throttled)?;
         }
-        chunks.push(data);
-    }
-    Ok(match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks.swap_remove(0),
-        _ => {
-            let mut all = BytesMut::with_capacity(total);
-            for chunk in chunks {
-                all.extend_from_slice(&chunk);
+        match (&mut all, first.take()) {
+            (Some(all), _) => all.extend_from_slice(&data),
+            (None, None) => first = Some(data),
+            (None, Some(head)) => {
+                let mut buffer = BytesMut::with_capacity(declared.unwrap_or(0).max(total));
+                buffer.extend_from_slice(&head);
+                buffer.extend_from_slice(&data);
+                all = Some(buffer);
             }
-            all.freeze()
         }
+    }
+    Ok(match (all, first) {
+        (Some(all), _) => all.freeze(),
+        (None, Some(only)) => only,
+        (None, None) => Bytes::new(),
     })
 }
 

@@ -1,9 +1,10 @@
 //! An accepted connection with its admission slot and two timeouts, enforced on the
 //! socket itself so they hold for every protocol on it (HTTP/1.1, h2c, gRPC):
 //!
-//! - until its first request arrives, a connection has `first_request` to deliver it
-//!   (the TLS-less h2 preface, SETTINGS and HEADERS, or HTTP/1.1 headers), however it
-//!   trickles them: slow-loris connections are cut;
+//! - a new connection has `first_request` to show it is a client, however it trickles
+//!   its bytes: a complete request (HTTP/1.1 headers), or the HTTP/2 client preface (the
+//!   magic string and its SETTINGS frame; gRPC channels connect before their first call
+//!   and may stay idle). Slow-loris connections are cut;
 //! - after that, a connection on which no byte moves either way for `idle` is closed
 //!   (checked each `idle`, so closed between one and two `idle`s after the last byte).
 //!   A subscription sends a heartbeat every few seconds, so an open one is never idle; a
@@ -74,6 +75,8 @@ pub struct Conn<T> {
     timer: Pin<Box<Sleep>>,
     /// Whether the timer runs for the first request (else for idleness).
     awaiting_first: bool,
+    /// The HTTP/2 client preface, as far as it has arrived.
+    preface: Preface,
     /// Whether a byte moved since the timer was last armed.
     moved: bool,
     _admission: Admission,
@@ -93,6 +96,7 @@ impl<T> Conn<T> {
             timeouts,
             timer: Box::pin(tokio::time::sleep(timeouts.first_request)),
             awaiting_first: true,
+            preface: Preface::default(),
             moved: false,
             _admission: admission,
         }
@@ -131,6 +135,66 @@ impl<T> Conn<T> {
     }
 }
 
+/// The HTTP/2 client preface: the magic string, then a SETTINGS frame.
+const H2_MAGIC: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// A frame header: length (24 bits), type, flags, stream id (32 bits).
+const FRAME_HEADER_BYTES: usize = 9;
+const FRAME_TYPE_SETTINGS: u8 = 4;
+
+/// Follows the first bytes of a connection for a complete HTTP/2 client preface.
+#[derive(Debug, Default)]
+struct Preface {
+    /// The magic and the frame header, as far as they have come.
+    head: Vec<u8>,
+    /// Bytes of the SETTINGS payload still to come, once its header is in.
+    payload_left: Option<usize>,
+    /// Not HTTP/2 (or already complete): stop looking.
+    done: bool,
+}
+
+impl Preface {
+    /// Reads `data`; true when it completes the preface.
+    fn feed(&mut self, mut data: &[u8]) -> bool {
+        let head_len = H2_MAGIC.len() + FRAME_HEADER_BYTES;
+        while !self.done && !data.is_empty() {
+            if let Some(left) = &mut self.payload_left {
+                let n = (*left).min(data.len());
+                *left -= n;
+                data = &data[n..];
+                if *left == 0 {
+                    self.done = true;
+                    return true;
+                }
+                continue;
+            }
+            let n = (head_len - self.head.len()).min(data.len());
+            self.head.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            let magic_len = self.head.len().min(H2_MAGIC.len());
+            if self.head[..magic_len] != H2_MAGIC[..magic_len] {
+                self.done = true;
+                return false;
+            }
+            if self.head.len() == head_len {
+                let frame = &self.head[H2_MAGIC.len()..];
+                if frame[3] != FRAME_TYPE_SETTINGS {
+                    self.done = true;
+                    return false;
+                }
+                let len = usize::from(frame[0]) << 16
+                    | usize::from(frame[1]) << 8
+                    | usize::from(frame[2]);
+                if len == 0 {
+                    self.done = true;
+                    return true;
+                }
+                self.payload_left = Some(len);
+            }
+        }
+        false
+    }
+}
+
 fn timed_out(why: &'static str) -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, why)
 }
@@ -145,7 +209,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for Conn<T> {
         let before = buf.filled().len();
         match Pin::new(&mut this.io).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                this.moved |= buf.filled().len() > before;
+                let read = &buf.filled()[before..];
+                this.moved |= !read.is_empty();
+                if this.awaiting_first && this.preface.feed(read) {
+                    this.info.request_arrived();
+                }
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
@@ -258,6 +326,46 @@ mod tests {
         drop(conn);
         assert_eq!(gate.open(), 0);
         trickle.abort();
+    }
+
+    #[test]
+    fn the_http2_preface_is_complete_with_its_settings_frame() {
+        let mut preface = H2_MAGIC.to_vec();
+        preface.extend_from_slice(&[0, 0, 6, FRAME_TYPE_SETTINGS, 0, 0, 0, 0, 0]);
+        preface.extend_from_slice(&[0, 3, 0, 0, 0, 100]);
+        for split in 1..preface.len() {
+            let mut p = Preface::default();
+            let complete: Vec<bool> = preface.chunks(split).map(|c| p.feed(c)).collect();
+            assert_eq!(complete.iter().filter(|&&c| c).count(), 1, "split {split}");
+            assert!(complete.last().copied().unwrap_or(false), "split {split}");
+        }
+        let mut p = Preface::default();
+        assert!(!p.feed(b"POST / HTTP/1.1\r\n"));
+        assert!(!p.feed(&preface));
+        let mut magic_only = Preface::default();
+        assert!(!magic_only.feed(H2_MAGIC));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_http2_client_that_connects_early_is_held_to_the_idle_timeout() {
+        let gate = Gate::new(10, 10);
+        let (mut peer, io) = tokio::io::duplex(256);
+        let mut conn = conn(io, &gate);
+        let started = Instant::now();
+        let mut preface = H2_MAGIC.to_vec();
+        preface.extend_from_slice(&[0, 0, 0, FRAME_TYPE_SETTINGS, 0, 0, 0, 0, 0]);
+        peer.write_all(&preface).await.unwrap();
+        let mut buf = [0u8; 64];
+        let error = loop {
+            match conn.read(&mut buf).await {
+                Ok(_) => continue,
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        // Not cut at the first-request timeout (10 s) but after a silent idle period.
+        assert_eq!(started.elapsed(), Duration::from_secs(10 + 60));
+        drop(peer);
     }
 
     #[tokio::test(start_paused = true)]

@@ -73,8 +73,9 @@ pub struct NetworkSection {
     /// File descriptors kept free of connections for shard logs, indexes and the
     /// journal. Default 1024.
     pub fd_reserve: u64,
-    /// How long a new connection has to send its first request, and an HTTP/1.1
-    /// connection each request's headers. Default 30s; at least 100ms.
+    /// How long a new connection has to send its first HTTP/1.1 request's headers or the
+    /// HTTP/2 client preface, and an HTTP/1.1 connection each request's headers.
+    /// Default 30s; at least 100ms.
     pub header_read_timeout: Millis,
     /// How long a connection may move no byte either way before it is closed. Default
     /// 2m; at least 1s.
