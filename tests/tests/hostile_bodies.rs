@@ -7,8 +7,8 @@
 //! 2. Nothing bounded what a body decoded into: a 15 MiB CBOR array of empty items cost
 //!    1.3-1.7 GB, 5 million empty JSON arrays about 1.5 GB.
 //! 11. Error replies leaked: a 500 named files of the data directory, CBOR errors were
-//!    Rust debug text (`Io(Error { kind: UnexpectedEof, ... })`), and a request prost
-//!    could not decode was gRPC INTERNAL with the decoder's text.
+//!     Rust debug text (`Io(Error { kind: UnexpectedEof, ... })`), and a request prost
+//!     could not decode was gRPC INTERNAL with the decoder's text.
 
 mod support;
 
@@ -157,15 +157,17 @@ fn internal_failures_keep_data_directory_paths_out_of_replies() {
         );
         assert!(!reply.body.contains(&data_dir), "{reply:?}");
     });
-    // The detail, path included, is in the server's log.
-    assert!(
-        server
-            .log()
-            .iter()
-            .any(|l| l.contains("kinesis request failed") && l.contains(&data_dir)),
-        "{:?}",
-        server.log()
-    );
+    // The detail, path included, is in the server's log (written before the reply; the
+    // test reads the log from a pipe, so it may take a moment to show).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !server
+        .log()
+        .iter()
+        .any(|l| l.contains("kinesis request failed") && l.contains(&data_dir))
+    {
+        assert!(std::time::Instant::now() < deadline, "{:?}", server.log());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 #[test]

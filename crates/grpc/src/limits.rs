@@ -194,7 +194,7 @@ struct LimitedBody {
 
 impl LimitedBody {
     /// Bytes of the messages that start in `data`, minus those tonic refuses anyway.
-    fn to_charge(&mut self, data: &[u8]) -> usize {
+    fn starting_message_bytes(&mut self, data: &[u8]) -> usize {
         let max = self.message_bytes_max;
         let mut bytes = 0usize;
         self.framing.scan(data, |len| {
@@ -254,7 +254,9 @@ impl http_body::Body for LimitedBody {
             Poll::Ready(Some(Ok(frame))) => frame,
             other => return other,
         };
-        let bytes = frame.data_ref().map_or(0, |data| this.to_charge(data));
+        let bytes = frame
+            .data_ref()
+            .map_or(0, |data| this.starting_message_bytes(data));
         if bytes == 0 {
             return Poll::Ready(Some(Ok(frame)));
         }

@@ -99,34 +99,45 @@ pub async fn kinesis_call_on(
     content_type: &str,
     body: Vec<u8>,
 ) -> Reply {
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        try_kinesis_call_on(stream, op, content_type, body),
+    )
+    .await
+    .expect("no reply within 60 s")
+    .expect("the connection failed")
+}
+
+/// [`kinesis_call_on`], or `None` if the connection fails (closed by the server).
+pub async fn try_kinesis_call_on(
+    stream: TcpStream,
+    op: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> Option<Reply> {
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .unwrap();
+        .ok()?;
     tokio::spawn(conn);
     let request = Request::post("/")
         .header("host", "localhost")
         .header("x-amz-target", format!("Kinesis_20131202.{op}"))
         .header("content-type", content_type)
         .body(Full::new(Bytes::from(body)))
-        .unwrap();
-    let reply = tokio::time::timeout(Duration::from_secs(60), async {
-        let response = send.send_request(request).await.unwrap();
-        let status = response.status().as_u16();
-        let error_type = response
-            .headers()
-            .get("x-amzn-errortype")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        Reply {
-            status,
-            error_type,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        }
+        .ok()?;
+    let response = send.send_request(request).await.ok()?;
+    let status = response.status().as_u16();
+    let error_type = response
+        .headers()
+        .get("x-amzn-errortype")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = response.into_body().collect().await.ok()?.to_bytes();
+    Some(Reply {
+        status,
+        error_type,
+        body: String::from_utf8_lossy(&body).into_owned(),
     })
-    .await
-    .expect("no reply within 60 s");
-    reply
 }
 
 /// Sends a Kinesis request head that declares `content_length` bytes and no body from
@@ -184,9 +195,8 @@ pub async fn trickle_until_closed(
                 return;
             }
             let mut probe = [0u8; 64];
-            match tokio::time::timeout(every, stream.read(&mut probe)).await {
-                Ok(Ok(0) | Err(_)) => return,
-                Ok(Ok(_)) | Err(_) => {}
+            if let Ok(Ok(0) | Err(_)) = tokio::time::timeout(every, stream.read(&mut probe)).await {
+                return;
             }
         }
     };
