@@ -314,11 +314,22 @@ impl<'de> serde::de::Visitor<'de> for JsonValue<'_> {
     }
 }
 
+/// Up to this many members, repeated names are looked for pairwise (at most 120
+/// comparisons, no allocation).
+const SMALL_MAP_MEMBERS: usize = 16;
+
 /// Removes repeated member names, keeping each name's first position and last value,
 /// as JSON parsers that build maps do. O(n log n): members are sorted by name through
 /// an index, not compared pairwise (100,000 members once took seconds).
 pub(crate) fn keep_last_of_each_name(members: &mut Vec<(String, Value)>) {
     if members.len() < 2 {
+        return;
+    }
+    // Request structures have a handful of members (a PutRecords entry two or three):
+    // compared pairwise without allocating, when no name repeats (the usual case).
+    if members.len() <= SMALL_MAP_MEMBERS
+        && !(1..members.len()).any(|i| members[..i].iter().any(|(k, _)| *k == members[i].0))
+    {
         return;
     }
     let mut order: Vec<usize> = (0..members.len()).collect();
