@@ -2,8 +2,9 @@
 //! and read paths: sequence-number encoding and decoding (once per record each way), a
 //! 500 x 1 KiB PutRecords request decoded from protobuf (gRPC) and parsed from AWS JSON
 //! (Kinesis: the parse only; the base64 payloads are still text, decoded later per
-//! record), the 500-entry PutRecords reply written as AWS JSON, and a 1,000-record
-//! GetRecords reply encoded for gRPC through the generated message and directly.
+//! record) and from CBOR (payloads are byte strings), the 500-entry PutRecords reply
+//! written as AWS JSON, and a 1,000-record GetRecords reply encoded for gRPC through the
+//! generated message and directly.
 
 use std::hint::black_box;
 
@@ -88,6 +89,27 @@ fn put_records_decode(c: &mut Criterion) {
         .expect("json");
     g.bench_function("kinesis_json_parse", |b| {
         b.iter(|| sluice_kinesis::value::from_json(black_box(&json)))
+    });
+    let cbor = {
+        use sluice_kinesis::value::Value;
+        let records = (0..RECORDS)
+            .map(|i| {
+                Value::map([
+                    (
+                        "Data",
+                        Value::Bytes(vec![(i % 251) as u8; RECORD_BYTES].into()),
+                    ),
+                    ("PartitionKey", Value::str(format!("key-{i}"))),
+                ])
+            })
+            .collect();
+        sluice_kinesis::value::to_cbor(&Value::map([
+            ("StreamName", Value::str("bench")),
+            ("Records", Value::Array(records)),
+        ]))
+    };
+    g.bench_function("kinesis_cbor_parse", |b| {
+        b.iter(|| sluice_kinesis::value::from_cbor(black_box(&cbor)))
     });
     g.finish();
 }

@@ -99,8 +99,8 @@ pub fn put_records_response(output: PutRecordsOutput) -> pb::PutRecordsResponse 
             } => pb::PutRecordsResultEntry {
                 shard_id: String::new(),
                 sequence_number: String::new(),
+                error_message: Some(crate::status::entry_message(&error_code, error_message)),
                 error_code: Some(error_code),
-                error_message: Some(error_message),
             },
         })
         .collect();

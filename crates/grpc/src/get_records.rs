@@ -21,6 +21,7 @@ use bytes::{BufMut, BytesMut};
 use prost::Message;
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 use sluice_broker::{GetRecordsPage, ReadRecord, seqnum};
+use sluice_proto::codec::RequestDecoder;
 use sluice_proto::v1 as pb;
 use sluice_proto::v1::sluice_server::SluiceServer;
 use tonic::body::Body;
@@ -28,7 +29,6 @@ use tonic::codec::{BufferSettings, Codec, EncodeBuf, Encoder};
 use tonic::codegen::{BoxFuture, Service, http};
 use tonic::server::{NamedService, UnaryService};
 use tonic::{Request, Response, Status};
-use tonic_prost::{ProstCodec, ProstDecoder};
 
 use crate::SERVICE_NAME;
 use crate::convert;
@@ -125,16 +125,14 @@ impl Codec for GetRecordsCodec {
     type Encode = GetRecordsPage;
     type Decode = pb::GetRecordsRequest;
     type Encoder = PageEncoder;
-    type Decoder = ProstDecoder<pb::GetRecordsRequest>;
+    type Decoder = RequestDecoder<pb::GetRecordsRequest>;
 
     fn encoder(&mut self) -> PageEncoder {
         PageEncoder
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        ProstCodec::<pb::GetRecordsRequest, pb::GetRecordsRequest>::raw_decoder(
-            BufferSettings::default(),
-        )
+        RequestDecoder::new(BufferSettings::default())
     }
 }
 

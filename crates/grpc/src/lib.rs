@@ -9,7 +9,10 @@
 //! - `subscribe`: Subscribe's response body, one message per event that holds the event's
 //!   bytes against the subscription budgets until it is sent;
 //! - `status`: the one mapping from `sluice_broker::Error` to `tonic::Status`, with the
-//!   Kinesis exception name as a machine-readable reason.
+//!   Kinesis exception name as a machine-readable reason;
+//! - `limits`: [`RequestLimitsLayer`], request bodies charged to the in-flight budget
+//!   (`sluice_net::Budget`) and bounded in time, refused as RESOURCE_EXHAUSTED or
+//!   DEADLINE_EXCEEDED.
 //!
 //! [`routes`] assembles everything a server needs; the server binds, serves and shuts down.
 //! This crate knows tonic and the broker, and nothing of configuration files or sockets.
@@ -18,6 +21,7 @@
 
 pub mod convert;
 pub mod get_records;
+pub mod limits;
 pub mod service;
 pub mod status;
 pub mod subscribe;
@@ -30,6 +34,7 @@ use tokio::sync::watch;
 use tonic::service::Routes;
 
 pub use get_records::SluiceRoutes;
+pub use limits::RequestLimitsLayer;
 pub use service::SluiceService;
 
 /// The fully qualified name of the Sluice service, as reflection and health report it.

@@ -10,6 +10,7 @@
 
 #![warn(missing_docs)]
 
+mod cbor;
 pub mod errors;
 pub mod eventstream;
 mod ops;

@@ -44,7 +44,7 @@ pub enum Value {
 }
 
 /// The largest nesting accepted in a request.
-const DEPTH_MAX: usize = 16;
+pub(crate) const DEPTH_MAX: usize = 16;
 
 impl Value {
     /// A map from `(name, value)` pairs, leaving out nulls (absent members are omitted).
@@ -69,30 +69,175 @@ impl Value {
     }
 }
 
+/// Members accepted in one JSON object or CBOR map. The largest structure of any
+/// operation has a few dozen members; tag maps hold up to 200 (`AddTagsToStream`).
+pub const MEMBERS_MAX: usize = 256;
+
+/// Bounds on the tree one request body may become, checked while it is built, so a
+/// hostile body is refused before it costs more than a small multiple of its own size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParseLimits {
+    /// Members in one object or map.
+    pub members_max: usize,
+    /// The estimated heap bytes of the whole tree ([`tree_bytes`]).
+    pub tree_bytes_max: usize,
+}
+
+impl ParseLimits {
+    /// Room for a tree about twice the body, plus 1 MiB, plus 256 bytes per record a
+    /// PutRecords may carry: a batch of tiny records (`{"Data":"","PartitionKey":"k"}`,
+    /// 31 bytes on the wire) costs about 230 bytes in memory, so small batches need the
+    /// constant and large bodies the factor. Legitimate bodies stay far below this; one
+    /// byte of `[` or of CBOR `0x80` (48 bytes of tree each) does not.
+    pub fn for_body(body_bytes: usize, records_max: usize) -> ParseLimits {
+        ParseLimits {
+            members_max: MEMBERS_MAX,
+            tree_bytes_max: TREE_BYTES_FLOOR
+                .saturating_add(records_max.saturating_mul(TREE_BYTES_PER_RECORD))
+                .saturating_add(body_bytes.saturating_mul(TREE_BYTES_PER_BODY_BYTE)),
+        }
+    }
+}
+
+/// The fixed part of [`ParseLimits::tree_bytes_max`].
+const TREE_BYTES_FLOOR: usize = 1 << 20;
+/// The part of [`ParseLimits::tree_bytes_max`] per record a request may carry.
+const TREE_BYTES_PER_RECORD: usize = 256;
+/// The part of [`ParseLimits::tree_bytes_max`] per byte of body.
+const TREE_BYTES_PER_BODY_BYTE: usize = 2;
+/// The records a PutRecords may carry by default (`limits.put_records_max`).
+const RECORDS_MAX_DEFAULT: usize = 500;
+
+/// The estimated heap bytes of a tree: each node's slot, each member's name, and each
+/// string's and byte string's contents (what the parser charges as it builds).
+pub fn tree_bytes(v: &Value) -> usize {
+    NODE_BYTES
+        + match v {
+            Value::Str(s) => s.len(),
+            Value::Bytes(b) => b.len(),
+            Value::Array(a) => a.iter().map(tree_bytes).sum(),
+            Value::Map(m) => m
+                .iter()
+                .map(|(k, v)| MEMBER_BYTES + k.len() + tree_bytes(v))
+                .sum(),
+            _ => 0,
+        }
+}
+
+/// What one node costs in its parent's vector.
+const NODE_BYTES: usize = std::mem::size_of::<Value>();
+/// What a member costs besides its value's node: the name's `String`.
+const MEMBER_BYTES: usize = std::mem::size_of::<(String, Value)>() - NODE_BYTES;
+
+/// The running cost of a tree being parsed, against its limits.
+#[derive(Debug)]
+pub(crate) struct TreeBudget {
+    limits: ParseLimits,
+    used: std::cell::Cell<usize>,
+}
+
+impl TreeBudget {
+    pub(crate) fn new(limits: ParseLimits) -> TreeBudget {
+        TreeBudget {
+            limits,
+            used: std::cell::Cell::new(0),
+        }
+    }
+
+    /// Charges `bytes` more, before they are allocated.
+    pub(crate) fn charge(&self, bytes: usize) -> Result<(), TooLarge> {
+        let used = self.used.get().saturating_add(bytes);
+        if used > self.limits.tree_bytes_max {
+            return Err(TooLarge::Tree);
+        }
+        self.used.set(used);
+        Ok(())
+    }
+
+    /// Checks a member count against the limit.
+    pub(crate) fn members(&self, count: usize) -> Result<(), TooLarge> {
+        if count > self.limits.members_max {
+            return Err(TooLarge::Members(self.limits.members_max));
+        }
+        Ok(())
+    }
+
+    /// What has been charged so far.
+    pub(crate) fn used(&self) -> usize {
+        self.used.get()
+    }
+}
+
+/// Why a body was refused for its size rather than its syntax.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TooLarge {
+    /// The tree would pass [`ParseLimits::tree_bytes_max`].
+    Tree,
+    /// An object or map has more members than this.
+    Members(usize),
+}
+
+impl std::fmt::Display for TooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TooLarge::Tree => f.write_str(
+                "Request body has too many values for its size (empty arrays, maps or strings by the million)",
+            ),
+            TooLarge::Members(max) => write!(f, "An object has more than {max} members"),
+        }
+    }
+}
+
+/// Parses a JSON request body with the limits of a body of its size
+/// ([`ParseLimits::for_body`] with the default 500 records per PutRecords).
+pub fn from_json(body: &[u8]) -> Result<Value, ApiError> {
+    from_json_limited(body, ParseLimits::for_body(body.len(), RECORDS_MAX_DEFAULT)).map(|(v, _)| v)
+}
+
 /// Parses a JSON request body, straight into [`Value`]: no intermediate
 /// `serde_json::Value` and its per-object maps, which cost a PutRecords of 500 records
 /// about a thousand allocations more (allocation was a quarter of the server's time).
-/// Members keep their order; a repeated member keeps its last value.
-pub fn from_json(body: &[u8]) -> Result<Value, ApiError> {
+/// Members keep their order; a repeated member keeps its last value. Returns the tree
+/// and its estimated size ([`tree_bytes`]); past `limits` it stops with a
+/// `SerializationException` before allocating more. Linear in the body's size.
+pub fn from_json_limited(body: &[u8], limits: ParseLimits) -> Result<(Value, usize), ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Value::Map(Vec::new()));
+        return Ok((Value::Map(Vec::new()), NODE_BYTES));
     }
     let malformed =
         |e: serde_json::Error| ApiError::serialization(format!("Malformed JSON body: {e}"));
+    let budget = TreeBudget::new(limits);
     let mut de = serde_json::Deserializer::from_slice(body);
-    let v = serde::de::DeserializeSeed::deserialize(JsonValue { depth: 0 }, &mut de)
-        .map_err(malformed)?;
+    let seed = JsonValue {
+        depth: 0,
+        budget: &budget,
+    };
+    let v = serde::de::DeserializeSeed::deserialize(seed, &mut de).map_err(malformed)?;
     de.end().map_err(malformed)?;
-    Ok(v)
+    Ok((v, budget.used() + NODE_BYTES))
 }
 
-/// Reads one JSON value `depth` levels down.
+/// Reads one JSON value `depth` levels down, charging what it builds to `budget`.
 #[derive(Clone, Copy)]
-struct JsonValue {
+struct JsonValue<'b> {
     depth: usize,
+    budget: &'b TreeBudget,
 }
 
-impl<'de> serde::de::DeserializeSeed<'de> for JsonValue {
+impl JsonValue<'_> {
+    fn charge<E: serde::de::Error>(&self, bytes: usize) -> Result<(), E> {
+        self.budget.charge(bytes).map_err(E::custom)
+    }
+
+    fn inner(self) -> Self {
+        JsonValue {
+            depth: self.depth + 1,
+            ..self
+        }
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for JsonValue<'_> {
     type Value = Value;
 
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
@@ -103,7 +248,7 @@ impl<'de> serde::de::DeserializeSeed<'de> for JsonValue {
     }
 }
 
-impl<'de> serde::de::Visitor<'de> for JsonValue {
+impl<'de> serde::de::Visitor<'de> for JsonValue<'_> {
     type Value = Value;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -130,91 +275,104 @@ impl<'de> serde::de::Visitor<'de> for JsonValue {
         Ok(Value::Float(f))
     }
 
-    fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Value, E> {
+        self.charge(s.len())?;
         Ok(Value::Str(s.to_owned()))
     }
 
-    fn visit_string<E>(self, s: String) -> Result<Value, E> {
+    fn visit_string<E: serde::de::Error>(self, s: String) -> Result<Value, E> {
+        self.charge(s.len())?;
         Ok(Value::Str(s))
     }
 
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let inner = JsonValue {
-            depth: self.depth + 1,
-        };
-        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
-        while let Some(v) = seq.next_element_seed(inner)? {
-            out.push(v);
+        let inner = self.inner();
+        let mut out = Vec::new();
+        loop {
+            // Charged before the element is read: a million `[]` stop at the limit.
+            self.charge(NODE_BYTES)?;
+            match seq.next_element_seed(inner)? {
+                Some(v) => out.push(v),
+                None => return Ok(Value::Array(out)),
+            }
         }
-        Ok(Value::Array(out))
     }
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let inner = JsonValue {
-            depth: self.depth + 1,
-        };
+        let inner = self.inner();
         let mut out: Vec<(String, Value)> = Vec::new();
         while let Some(key) = map.next_key::<String>()? {
+            self.budget
+                .members(out.len() + 1)
+                .map_err(serde::de::Error::custom)?;
+            self.charge(NODE_BYTES + MEMBER_BYTES + key.len())?;
             let v = map.next_value_seed(inner)?;
-            match out.iter_mut().find(|(k, _)| *k == key) {
-                Some(slot) => slot.1 = v,
-                None => out.push((key, v)),
-            }
+            out.push((key, v));
         }
+        keep_last_of_each_name(&mut out);
         Ok(Value::Map(out))
     }
 }
 
-/// Parses a CBOR request body.
-pub fn from_cbor(body: &[u8]) -> Result<Value, ApiError> {
-    if body.is_empty() {
-        return Ok(Value::Map(Vec::new()));
+/// Up to this many members, repeated names are looked for pairwise (at most 120
+/// comparisons, no allocation).
+const SMALL_MAP_MEMBERS: usize = 16;
+
+/// Removes repeated member names, keeping each name's first position and last value,
+/// as JSON parsers that build maps do. O(n log n): members are sorted by name through
+/// an index, not compared pairwise (100,000 members once took seconds).
+pub(crate) fn keep_last_of_each_name(members: &mut Vec<(String, Value)>) {
+    if members.len() < 2 {
+        return;
     }
-    let v: ciborium::Value = ciborium::from_reader(body)
-        .map_err(|e| ApiError::serialization(format!("Malformed CBOR body: {e}")))?;
-    cbor_value(v, 0)
+    // Request structures have a handful of members (a PutRecords entry two or three):
+    // compared pairwise without allocating, when no name repeats (the usual case).
+    if members.len() <= SMALL_MAP_MEMBERS
+        && !(1..members.len()).any(|i| members[..i].iter().any(|(k, _)| *k == members[i].0))
+    {
+        return;
+    }
+    let mut order: Vec<usize> = (0..members.len()).collect();
+    order.sort_by(|&a, &b| members[a].0.cmp(&members[b].0).then(a.cmp(&b)));
+    let mut keep = vec![true; members.len()];
+    // (first place, last value) of each repeated name.
+    let mut moves = Vec::new();
+    for run in order.chunk_by(|&a, &b| members[a].0 == members[b].0) {
+        if let [first, .., last] = *run {
+            moves.push((first, last));
+            for &i in &run[1..] {
+                keep[i] = false;
+            }
+        }
+    }
+    let any_repeated = !moves.is_empty();
+    for (first, last) in moves {
+        members[first].1 = std::mem::replace(&mut members[last].1, Value::Null);
+    }
+    if any_repeated {
+        let mut index = 0;
+        members.retain(|_| {
+            index += 1;
+            keep[index - 1]
+        });
+    }
 }
 
-fn cbor_value(v: ciborium::Value, depth: usize) -> Result<Value, ApiError> {
-    use ciborium::Value as C;
-    if depth > DEPTH_MAX {
-        return Err(ApiError::serialization("Request nested too deeply"));
+/// Parses a CBOR request body with the limits of a body of its size
+/// ([`ParseLimits::for_body`] with the default 500 records per PutRecords).
+pub fn from_cbor(body: &[u8]) -> Result<Value, ApiError> {
+    from_cbor_limited(body, ParseLimits::for_body(body.len(), RECORDS_MAX_DEFAULT)).map(|(v, _)| v)
+}
+
+/// Parses a CBOR request body (`crate::cbor`); returns the tree and its estimated size.
+pub fn from_cbor_limited(body: &[u8], limits: ParseLimits) -> Result<(Value, usize), ApiError> {
+    if body.is_empty() {
+        return Ok((Value::Map(Vec::new()), NODE_BYTES));
     }
-    Ok(match v {
-        C::Null => Value::Null,
-        C::Bool(b) => Value::Bool(b),
-        C::Integer(i) => Value::Int(i128::from(i)),
-        C::Float(f) => Value::Float(f),
-        C::Text(s) => Value::Str(s),
-        C::Bytes(b) => Value::Bytes(b.into()),
-        C::Tag(1, inner) => match *inner {
-            C::Integer(i) => Value::Timestamp(
-                u64::try_from(i128::from(i))
-                    .map_err(|_| ApiError::serialization("Negative timestamp"))?,
-            ),
-            C::Float(f) if f >= 0.0 && f.is_finite() => Value::Timestamp(f as u64),
-            _ => {
-                return Err(ApiError::serialization(
-                    "Timestamp tag on a value that is not a number",
-                ));
-            }
-        },
-        C::Tag(_, inner) => cbor_value(*inner, depth + 1)?,
-        C::Array(a) => Value::Array(
-            a.into_iter()
-                .map(|v| cbor_value(v, depth + 1))
-                .collect::<Result<_, _>>()?,
-        ),
-        C::Map(m) => Value::Map(
-            m.into_iter()
-                .map(|(k, v)| match k {
-                    C::Text(k) => Ok((k, cbor_value(v, depth + 1)?)),
-                    _ => Err(ApiError::serialization("Map key is not text")),
-                })
-                .collect::<Result<_, _>>()?,
-        ),
-        _ => return Err(ApiError::serialization("Unsupported CBOR value")),
-    })
+    let budget = TreeBudget::new(limits);
+    let v = crate::cbor::decode(body, &budget)
+        .map_err(|e| ApiError::serialization(format!("Malformed CBOR body: {e}")))?;
+    Ok((v, budget.used() + NODE_BYTES))
 }
 
 /// Writes a response as JSON: blobs base64, timestamps as decimal epoch seconds.
@@ -519,6 +677,34 @@ fn truncate(s: &str) -> String {
     s.chars().take(64).collect()
 }
 
+/// The conversion from ciborium's tree that parsed CBOR before `crate::cbor`, kept to
+/// check the new decoder against (with repeated map keys handled as JSON handles them).
+#[cfg(test)]
+pub(crate) fn from_ciborium_for_tests(v: ciborium::Value) -> Value {
+    use ciborium::Value as C;
+    match v {
+        C::Null => Value::Null,
+        C::Bool(b) => Value::Bool(b),
+        C::Integer(i) => Value::Int(i128::from(i)),
+        C::Float(f) => Value::Float(f),
+        C::Text(s) => Value::Str(s),
+        C::Bytes(b) => Value::Bytes(b.into()),
+        C::Array(a) => Value::Array(a.into_iter().map(from_ciborium_for_tests).collect()),
+        C::Map(m) => {
+            let mut members: Vec<(String, Value)> = m
+                .into_iter()
+                .map(|(k, v)| match k {
+                    C::Text(k) => (k, from_ciborium_for_tests(v)),
+                    other => panic!("not a text key: {other:?}"),
+                })
+                .collect();
+            keep_last_of_each_name(&mut members);
+            Value::Map(members)
+        }
+        other => panic!("not generated: {other:?}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -598,6 +784,84 @@ mod tests {
                 ("Limit".into(), Value::Int(1)),
             ])
         );
+    }
+
+    #[test]
+    fn objects_past_the_member_limit_are_refused() {
+        let object = |n: usize| {
+            let members: Vec<String> = (0..n).map(|i| format!("\"k{i}\":{i}")).collect();
+            format!("{{{}}}", members.join(","))
+        };
+        assert!(from_json(object(MEMBERS_MAX).as_bytes()).is_ok());
+        // 100,000 distinct keys once took seconds of CPU per request (a linear scan for
+        // each key); now the 257th member ends the parse.
+        for n in [MEMBERS_MAX + 1, 100_000] {
+            let e = from_json(object(n).as_bytes()).unwrap_err();
+            assert_eq!(e.kind, "SerializationException");
+            assert!(
+                e.message
+                    .contains(&format!("more than {MEMBERS_MAX} members")),
+                "{}",
+                e.message
+            );
+        }
+    }
+
+    #[test]
+    fn repeated_members_of_a_large_object_keep_first_place_and_last_value() {
+        let mut body: Vec<String> = (0..40).map(|i| format!("\"k{i}\":{i}")).collect();
+        body.push("\"k3\":\"three\"".into());
+        body.push("\"k0\":\"zero\"".into());
+        body.push("\"k3\":\"last\"".into());
+        let v = from_json(format!("{{{}}}", body.join(",")).as_bytes()).unwrap();
+        let Value::Map(m) = v else { panic!() };
+        assert_eq!(m.len(), 40);
+        assert_eq!(m[0], ("k0".into(), Value::Str("zero".into())));
+        assert_eq!(m[3], ("k3".into(), Value::Str("last".into())));
+        assert_eq!(m[39], ("k39".into(), Value::Int(39)));
+    }
+
+    #[test]
+    fn millions_of_empty_values_stop_at_the_tree_limit() {
+        // 5 million empty arrays once cost about 1.5 GB.
+        for item in ["[]", "{}", "\"\"", "0"] {
+            let body = format!("[{}]", vec![item; 1_000_000].join(","));
+            let limits = ParseLimits::for_body(body.len(), 500);
+            let e = from_json_limited(body.as_bytes(), limits).unwrap_err();
+            assert_eq!(e.kind, "SerializationException", "{item}");
+            assert!(e.message.contains("too many values"), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn put_records_bodies_fit_the_limits_and_their_estimate() {
+        let records = |data: &str, n: usize| {
+            let one = format!("{{\"Data\":\"{data}\",\"PartitionKey\":\"k\"}}");
+            format!(
+                "{{\"StreamName\":\"s\",\"Records\":[{}]}}",
+                vec![one; n].join(",")
+            )
+        };
+        let big = "A".repeat(13_000);
+        for (body, records_max) in [
+            (records("", 500), 500),
+            (records(&big, 500), 500),
+            (records("", 100_000), 100_000),
+        ] {
+            let limits = ParseLimits::for_body(body.len(), records_max);
+            let (v, used) = from_json_limited(body.as_bytes(), limits).unwrap();
+            // The charge made while parsing is the estimate of the finished tree, give or
+            // take the extra slot each array is charged for its end.
+            let estimate = tree_bytes(&v);
+            assert!(
+                used >= estimate && used <= estimate + 2 * NODE_BYTES,
+                "{used} {estimate}"
+            );
+            let cbor = to_cbor(&v);
+            let (back, _) =
+                from_cbor_limited(&cbor, ParseLimits::for_body(cbor.len(), records_max)).unwrap();
+            assert_eq!(back, v);
+        }
     }
 
     #[test]

@@ -30,6 +30,16 @@ async fn start() -> Server {
     .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let timeouts = sluice_net::ConnTimeouts {
+        first_request: Duration::from_secs(30),
+        idle: Duration::from_secs(120),
+    };
+    let listener = sluice_net::Listener::new(
+        listener,
+        sluice_net::Gate::new(1000, 1000),
+        timeouts,
+        "kinesis",
+    );
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         sluice_kinesis::serve(listener, broker, KinesisConfig::default(), rx)

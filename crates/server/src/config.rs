@@ -57,7 +57,47 @@ pub struct Config {
     pub limits: LimitsSection,
     /// Shard log settings.
     pub storage: StorageSection,
+    /// Connection caps, timeouts and the in-flight request budget of both listeners.
+    pub network: NetworkSection,
 }
+
+/// `[network]`: what keeps one client from starving the others, on both listeners.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkSection {
+    /// Connections open at once, both listeners together; lowered at start-up to the
+    /// open-files limit minus `fd_reserve`. Default 10000; at least 1.
+    pub connections_max: usize,
+    /// Connections open at once from one client address. Default 1024; at least 1.
+    pub connections_per_client_max: usize,
+    /// File descriptors kept free of connections for shard logs, indexes and the
+    /// journal. Default 1024.
+    pub fd_reserve: u64,
+    /// How long a new connection has to send its first HTTP/1.1 request's headers or the
+    /// HTTP/2 client preface, and an HTTP/1.1 connection each request's headers.
+    /// Default 30s; at least 100ms.
+    pub header_read_timeout: Millis,
+    /// How long a connection may move no byte either way before it is closed. Default
+    /// 2m; at least 1s.
+    pub idle_timeout: Millis,
+    /// How long a request body may take to arrive. Default 1m; at least 100ms.
+    pub body_timeout: Millis,
+    /// HTTP/2 streams open at once on one connection. Default 100; 1 ..= 10000.
+    pub h2_streams_max: u32,
+    /// Request bytes in flight, both listeners together. Default 256MiB; at least
+    /// `request_bytes_in_flight_per_client_max`.
+    pub request_bytes_in_flight_max: ByteSize,
+    /// Request bytes in flight from one client address. Default 64MiB; at least 32MiB.
+    pub request_bytes_in_flight_per_client_max: ByteSize,
+    /// How long a request waits for room in the total before it is throttled. Default
+    /// 250ms.
+    pub request_bytes_wait: Millis,
+}
+
+/// The smallest `network.request_bytes_in_flight_per_client_max`: one request of the
+/// largest size either listener reads (a 16 MiB Kinesis body, an 18 MiB gRPC message)
+/// must fit a client's share, or it could never be served.
+pub const REQUEST_BYTES_PER_CLIENT_MIN: u64 = 32 << 20;
 
 /// `[broker]`: the engine's behaviour.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -218,7 +258,84 @@ impl Default for Config {
             broker: BrokerSection::default(),
             limits: LimitsSection::default(),
             storage: StorageSection::default(),
+            network: NetworkSection::default(),
         }
+    }
+}
+
+impl Default for NetworkSection {
+    fn default() -> Self {
+        NetworkSection {
+            connections_max: 10_000,
+            connections_per_client_max: 1024,
+            fd_reserve: 1024,
+            header_read_timeout: Millis(30_000),
+            idle_timeout: Millis(120_000),
+            body_timeout: Millis(60_000),
+            h2_streams_max: 100,
+            request_bytes_in_flight_max: ByteSize(256 << 20),
+            request_bytes_in_flight_per_client_max: ByteSize(64 << 20),
+            request_bytes_wait: Millis(250),
+        }
+    }
+}
+
+impl NetworkSection {
+    /// The cap on open connections under an open-files limit of `open_files_max`
+    /// (`None`: unlimited): `connections_max`, lowered so that `fd_reserve` descriptors
+    /// stay free for the data path.
+    pub fn connections_cap(&self, open_files_max: Option<u64>) -> Result<usize, ConfigError> {
+        let Some(limit) = open_files_max else {
+            return Ok(self.connections_max);
+        };
+        let room = limit.saturating_sub(self.fd_reserve);
+        let cap = usize::try_from(room)
+            .map_or(self.connections_max, |room| room.min(self.connections_max));
+        if cap == 0 {
+            return Err(ConfigError::Invalid {
+                key: "network.fd_reserve",
+                reason: format!(
+                    "the open-files limit ({limit}) leaves no descriptor for connections once {} are reserved; raise the limit (ulimit -n) or lower the reserve",
+                    self.fd_reserve
+                ),
+            });
+        }
+        Ok(cap)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        at_least("network.connections_max", self.connections_max as u64, 1)?;
+        at_least(
+            "network.connections_per_client_max",
+            self.connections_per_client_max as u64,
+            1,
+        )?;
+        at_least(
+            "network.header_read_timeout",
+            self.header_read_timeout.0,
+            100,
+        )?;
+        at_least("network.idle_timeout", self.idle_timeout.0, 1_000)?;
+        at_least("network.body_timeout", self.body_timeout.0, 100)?;
+        within(
+            "network.h2_streams_max",
+            u64::from(self.h2_streams_max),
+            1,
+            10_000,
+        )?;
+        within(
+            "network.request_bytes_in_flight_per_client_max",
+            self.request_bytes_in_flight_per_client_max.0,
+            REQUEST_BYTES_PER_CLIENT_MIN,
+            1 << 40,
+        )?;
+        within(
+            "network.request_bytes_in_flight_max",
+            self.request_bytes_in_flight_max.0,
+            self.request_bytes_in_flight_per_client_max.0,
+            1 << 40,
+        )?;
+        Ok(())
     }
 }
 
@@ -462,7 +579,7 @@ impl Config {
             self.storage.segment_cache_capacity as u64,
             1,
         )?;
-        Ok(())
+        self.network.validate()
     }
 }
 
@@ -826,6 +943,44 @@ mod tests {
         );
         check("[limits]\nput_records_max = 0\n", "limits.put_records_max");
         check("log_filter = \"[[[\"\n", "log_filter");
+    }
+
+    #[test]
+    fn the_connection_cap_keeps_the_reserve_free() {
+        let network = NetworkSection::default();
+        assert_eq!(network.connections_cap(None).unwrap(), 10_000);
+        assert_eq!(network.connections_cap(Some(1 << 20)).unwrap(), 10_000);
+        assert_eq!(network.connections_cap(Some(4096)).unwrap(), 4096 - 1024);
+        let err = network.connections_cap(Some(1024)).unwrap_err().to_string();
+        assert!(err.contains("network.fd_reserve"), "{err}");
+    }
+
+    #[test]
+    fn network_limits_are_checked() {
+        let check = |text: &str, key: &str| {
+            let config = load_text(text, &[]).unwrap().config;
+            let err = config.broker_config().unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        };
+        check(
+            "[network]\nrequest_bytes_in_flight_per_client_max = \"1MiB\"\n",
+            "network.request_bytes_in_flight_per_client_max",
+        );
+        check(
+            "[network]\nrequest_bytes_in_flight_max = \"32MiB\"\n",
+            "network.request_bytes_in_flight_max",
+        );
+        check("[network]\nh2_streams_max = 0\n", "network.h2_streams_max");
+        check(
+            "[network]\nidle_timeout = \"10ms\"\n",
+            "network.idle_timeout",
+        );
+        let loaded = Config::load(
+            None,
+            &env(&[("SLUICE_NETWORK_CONNECTIONS_PER_CLIENT_MAX", "4")]),
+        )
+        .unwrap();
+        assert_eq!(loaded.config.network.connections_per_client_max, 4);
     }
 
     #[test]

@@ -5,6 +5,11 @@
 //! The listener is bound before the broker opens, so a taken port fails fast, before any
 //! recovery work. The bound address is logged as `grpc_addr=IP:PORT` in the `listening`
 //! line, which is how a caller that asked for port 0 learns the port.
+//!
+//! Both listeners accept through `sluice_net`: one [`Gate`] caps their connections
+//! together (at most the open-files limit minus `network.fd_reserve`, so accepting can
+//! never take the descriptors shard logs need), and one [`Budget`] bounds their request
+//! bytes in flight.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,10 +17,13 @@ use std::time::Duration;
 use anyhow::Context as _;
 use sluice_broker::{Broker, BrokerConfig};
 use sluice_kinesis::KinesisConfig;
+use sluice_net::http::HttpLimits;
+use sluice_net::{Budget, ConnTimeouts, Gate, Listener};
+
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::Config;
+use crate::config::{Config, NetworkSection};
 use crate::shutdown::{self, StopSignals};
 
 /// HTTP/2 receive window per gRPC stream: two full PutRecords requests (5 MiB each).
@@ -27,7 +35,7 @@ const H2_FRAME_BYTES_MAX: u32 = 1 << 20;
 
 /// Runs the server until SIGINT or SIGTERM, then stops it gracefully.
 pub async fn run(config: Config, broker_config: BrokerConfig) -> anyhow::Result<()> {
-    raise_open_files_limit();
+    let network = Network::new(&config.network, raise_open_files_limit())?;
     let mut signals = StopSignals::install().context("cannot install signal handlers")?;
 
     let listener = TcpListener::bind(config.grpc_listen)
@@ -51,29 +59,23 @@ pub async fn run(config: Config, broker_config: BrokerConfig) -> anyhow::Result<
     let broker = open_broker(&config, broker_config).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let maintenance = broker.spawn_maintenance(stop_rx.clone());
+    let message_bytes_max = sluice_grpc::message_bytes_max(&broker);
     let routes = sluice_grpc::routes(broker.clone(), stop_rx.clone())
         .await
         .context("cannot build the gRPC reflection service")?;
 
-    let server = tonic::transport::Server::builder()
-        // A PutRecords of 500 x 1 KiB is half a MiB: with HTTP/2's default 64 KiB windows
-        // and 16 KiB frames, each such request took several WINDOW_UPDATE round trips and
-        // 32 frames. Large windows let several producers' batches stream in at once.
-        .initial_stream_window_size(Some(H2_STREAM_WINDOW))
-        .initial_connection_window_size(Some(H2_CONNECTION_WINDOW))
-        .max_frame_size(Some(H2_FRAME_BYTES_MAX))
+    // The accept loop sets TCP_NODELAY: without it a small reply waits for the client's
+    // delayed ACK (up to 40 ms), where the p99 of every gRPC call sat.
+    let grpc_incoming = network.listener(listener, "grpc").incoming();
+    let server = network
+        .grpc_server(message_bytes_max)
         .add_routes(routes)
-        .serve_with_incoming_shutdown(
-            // Without TCP_NODELAY a small reply waits for the client's delayed ACK (up
-            // to 40 ms): the p99 of every gRPC call sat there.
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown::requested(stop_rx.clone()),
-        );
+        .serve_with_incoming_shutdown(grpc_incoming, shutdown::requested(stop_rx.clone()));
     let mut server = std::pin::pin!(server);
     let kinesis = tokio::spawn(sluice_kinesis::serve(
-        kinesis_listener,
+        network.listener(kinesis_listener, "kinesis"),
         broker.clone(),
-        KinesisConfig::default(),
+        network.kinesis_config(),
         stop_rx.clone(),
     ));
     tracing::info!(%grpc_addr, %kinesis_addr, data_dir = %config.data_dir.display(), "listening");
@@ -148,29 +150,117 @@ async fn open_broker(config: &Config, broker_config: BrokerConfig) -> anyhow::Re
     Ok(broker)
 }
 
+/// What both listeners share: the connection gate, the request budget, the timeouts.
+struct Network {
+    gate: Gate,
+    budget: Budget,
+    timeouts: ConnTimeouts,
+    body_timeout: Duration,
+    http: HttpLimits,
+}
+
+impl Network {
+    /// The limits of `[network]` under an open-files limit of `open_files_max`.
+    fn new(network: &NetworkSection, open_files_max: Option<u64>) -> anyhow::Result<Network> {
+        let connections_max = network.connections_cap(open_files_max)?;
+        tracing::info!(
+            connections_max,
+            per_client = network.connections_per_client_max,
+            open_files_max,
+            fd_reserve = network.fd_reserve,
+            "connection limits"
+        );
+        let millis = Duration::from_millis;
+        Ok(Network {
+            gate: Gate::new(connections_max, network.connections_per_client_max),
+            budget: Budget::new(
+                to_usize(network.request_bytes_in_flight_max.0),
+                to_usize(network.request_bytes_in_flight_per_client_max.0),
+                millis(network.request_bytes_wait.0),
+            ),
+            timeouts: ConnTimeouts {
+                first_request: millis(network.header_read_timeout.0),
+                idle: millis(network.idle_timeout.0),
+            },
+            body_timeout: millis(network.body_timeout.0),
+            http: HttpLimits {
+                header_read_timeout: millis(network.header_read_timeout.0),
+                h2_streams_max: network.h2_streams_max,
+            },
+        })
+    }
+
+    fn listener(&self, tcp: TcpListener, name: &'static str) -> Listener {
+        Listener::new(tcp, self.gate.clone(), self.timeouts, name)
+    }
+
+    /// The gRPC server: HTTP/2 settings and the request limits layer.
+    fn grpc_server(
+        &self,
+        message_bytes_max: usize,
+    ) -> tonic::transport::Server<
+        tower_layer::Stack<sluice_grpc::RequestLimitsLayer, tower_layer::Identity>,
+    > {
+        tonic::transport::Server::builder()
+            // A PutRecords of 500 x 1 KiB is half a MiB: with HTTP/2's default 64 KiB
+            // windows and 16 KiB frames, each such request took several WINDOW_UPDATE
+            // round trips and 32 frames. Large windows let several producers' batches
+            // stream in at once.
+            .initial_stream_window_size(Some(H2_STREAM_WINDOW))
+            .initial_connection_window_size(Some(H2_CONNECTION_WINDOW))
+            .max_frame_size(Some(H2_FRAME_BYTES_MAX))
+            .max_concurrent_streams(Some(self.http.h2_streams_max))
+            .layer(sluice_grpc::RequestLimitsLayer::new(
+                self.budget.clone(),
+                self.body_timeout,
+                message_bytes_max,
+            ))
+    }
+
+    /// The Kinesis listener's settings, sharing the budget with gRPC.
+    fn kinesis_config(&self) -> KinesisConfig {
+        KinesisConfig {
+            body_timeout: self.body_timeout,
+            budget: self.budget.clone(),
+            http: self.http,
+            ..KinesisConfig::default()
+        }
+    }
+}
+
+/// Sizes were checked against 1 TiB by `Config::validate`.
+fn to_usize(bytes: u64) -> usize {
+    usize::try_from(bytes).unwrap_or(usize::MAX)
+}
+
 /// Raises the soft limit on open files to the hard limit: each shard holds its active
-/// segment and indexes open, and each client holds a socket.
-fn raise_open_files_limit() {
+/// segment and indexes open, and each client holds a socket. Returns the soft limit in
+/// force (`None`: unlimited).
+fn raise_open_files_limit() -> Option<u64> {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     let limit = getrlimit(Resource::Nofile);
     let Some(hard) = limit.maximum else {
         // An unlimited hard limit cannot be set as the soft limit on Linux (it is capped
         // by fs.nr_open); keep the soft one.
         tracing::info!(soft = ?limit.current, hard = "unlimited", "open files limit");
-        return;
+        return limit.current;
     };
     if limit.current.is_some_and(|soft| soft >= hard) {
         tracing::info!(soft = hard, hard, "open files limit");
-        return;
+        return Some(hard);
     }
     let raised = Rlimit {
         current: Some(hard),
         maximum: Some(hard),
     };
     match setrlimit(Resource::Nofile, raised) {
-        Ok(()) => tracing::info!(soft = hard, hard, "open files limit raised"),
+        Ok(()) => {
+            tracing::info!(soft = hard, hard, "open files limit raised");
+            Some(hard)
+        }
         Err(e) => {
-            tracing::warn!(soft = ?limit.current, hard, error = %e, "cannot raise the open files limit")
+            tracing::warn!(soft = ?limit.current, hard, error = %e, "cannot raise the open files limit");
+            limit.current
         }
     }
 }

@@ -20,6 +20,8 @@
 // Each test binary uses a different part of this module.
 #![allow(dead_code)]
 
+pub mod hostile;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
@@ -112,7 +114,32 @@ impl Server {
 
     /// Starts `sluice` on `data_dir` with extra `SLUICE_*` environment settings.
     pub fn start_with_env(data_dir: &Path, env: &[(&str, &str)]) -> Server {
+        Server::start_with_open_files(data_dir, env, None)
+    }
+
+    /// Starts `sluice` with extra settings and, if given, an open-files limit (soft and
+    /// hard, so the server cannot raise it).
+    pub fn start_with_open_files(
+        data_dir: &Path,
+        env: &[(&str, &str)],
+        open_files_max: Option<u64>,
+    ) -> Server {
         let mut command = Command::new(binary("sluice"));
+        if let Some(limit) = open_files_max {
+            use std::os::unix::process::CommandExt as _;
+            let limit = rustix::process::Rlimit {
+                current: Some(limit),
+                maximum: Some(limit),
+            };
+            // SAFETY: between fork and exec the closure only makes the setrlimit system
+            // call, which is async-signal-safe, and allocates nothing.
+            unsafe {
+                command.pre_exec(move || {
+                    rustix::process::setrlimit(rustix::process::Resource::Nofile, limit)
+                        .map_err(std::io::Error::from)
+                });
+            }
+        }
         command
             .args(["--grpc-listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)

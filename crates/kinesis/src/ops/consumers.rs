@@ -163,6 +163,9 @@ pub async fn subscribe_to_shard(
             }
             Err(e) => {
                 let e = ApiError::from(e);
+                if let Some(detail) = &e.detail {
+                    tracing::error!(kind = e.kind, error = %detail, "subscription failed");
+                }
                 let payload = encode(&Value::map([("message", Value::str(&e.message))]));
                 // An error ends the subscription.
                 return Some((

@@ -78,10 +78,13 @@ pub(super) async fn put_records(b: &Arc<Broker>, f: &Fields<'_>) -> OpResult {
             PutRecordsEntry::Failed {
                 error_code,
                 error_message,
-            } => Value::map([
-                ("ErrorCode", Value::str(error_code)),
-                ("ErrorMessage", Value::str(error_message)),
-            ]),
+            } => {
+                let message = crate::errors::entry_message(&error_code, error_message);
+                Value::map([
+                    ("ErrorCode", Value::str(error_code)),
+                    ("ErrorMessage", Value::str(message)),
+                ])
+            }
         })
         .collect();
     Ok(Some(Value::map([
