@@ -19,6 +19,7 @@ use crate::durable::SyncDriver;
 use crate::error::{Error, Result};
 use crate::iterator::IteratorKey;
 use crate::limits::Usage;
+use crate::maintenance::AdminWorker;
 use crate::seqnum::SequenceNumber;
 use crate::types::{
     HashKeyRange, ShardCountUpdate, ShardList, ShardView, StreamList, StreamListEntry, StreamView,
@@ -46,6 +47,8 @@ pub struct Broker {
     pub(crate) usage: Mutex<HashMap<(u64, u64), Usage>>,
     /// Registered enhanced fan-out consumers.
     pub(crate) consumers: Mutex<Vec<crate::consumers::Registered>>,
+    /// Carries out stream administration in the background (see `maintenance`).
+    admin_worker: Arc<AdminWorker>,
     /// Held for the broker's lifetime: an exclusive lock on the data directory.
     _lock: std::fs::File,
 }
@@ -142,16 +145,19 @@ impl Broker {
             SegmentCache::new(config.segment_cache_capacity),
             now_ms(),
         )?;
-        Ok(Arc::new(Broker {
+        let consumers = Mutex::new(crate::consumers::load(&config_dir)?);
+        let manager = Arc::new(manager);
+        Ok(Arc::new_cyclic(|broker| Broker {
             config,
-            manager: Arc::new(manager),
+            admin_worker: Arc::new(AdminWorker::start(Arc::clone(&manager), broker.clone())),
+            manager,
             key,
             notifiers: Mutex::new(HashMap::new()),
             sync_drivers: Mutex::new(HashMap::new()),
             created: Mutex::new(HashMap::new()),
             facts: Mutex::new(HashMap::new()),
             usage: Mutex::new(HashMap::new()),
-            consumers: Mutex::new(crate::consumers::load(&config_dir)?),
+            consumers,
             _lock: lock,
         }))
     }
@@ -161,11 +167,14 @@ impl Broker {
         &self.config
     }
 
-    /// Syncs every shard log and writes its recovery point, so the next start scans
-    /// nothing. Call it after the front-ends have stopped taking requests.
+    /// Stops background administration (a reshard not yet committed stays undone, as after
+    /// a crash), then syncs every shard log and writes its recovery point, so the next start
+    /// scans nothing. Call it after the front-ends have stopped taking requests.
     pub async fn shutdown(&self) -> Result<()> {
         let manager = self.manager.clone();
+        let worker = Arc::clone(&self.admin_worker);
         blocking(move || {
+            worker.stop();
             let syncs = manager.sync_stats();
             tracing::info!(
                 group_commits = syncs.requests,
@@ -185,13 +194,16 @@ impl Broker {
         .await
     }
 
-    /// CreateStream.
+    /// CreateStream: one journal event, whatever the shard count (each shard's log is
+    /// created on its first use). The stream is CREATING for the configured status delay.
     pub async fn create_stream(&self, req: CreateStream) -> Result<()> {
         let m = self.manager.clone();
         blocking(move || Ok(m.create_stream(&req, now_ms())?)).await
     }
 
-    /// DeleteStream, deregistering the stream's consumers with it.
+    /// DeleteStream, deregistering the stream's consumers with it. Returns once DELETING is
+    /// journaled; the stream is gone after the status delay (at once without one) and its
+    /// files are removed in the background.
     pub async fn delete_stream(&self, name: &str) -> Result<()> {
         let (m, name) = (self.manager.clone(), name.to_owned());
         let uid = {
@@ -199,6 +211,7 @@ impl Broker {
             blocking(move || Ok(m.describe_stream(&name, now_ms())?.uid)).await?
         };
         blocking(move || Ok(m.delete_stream(&name, now_ms())?)).await?;
+        self.admin_worker.wake();
         // Nothing is written to or read from a DELETING stream, so its per-shard state
         // goes now (a put or subscription in flight keeps its own reference).
         self.forget(uid, None);
@@ -307,7 +320,8 @@ impl Broker {
         })
     }
 
-    /// SplitShard.
+    /// SplitShard: returns once accepted, with the stream UPDATING until the admin worker
+    /// has sealed the parent and committed the split.
     pub async fn split_shard(
         &self,
         name: &str,
@@ -322,11 +336,12 @@ impl Broker {
         })?;
         let (m, name) = (self.manager.clone(), name.to_owned());
         blocking(move || Ok(m.split_shard(&name, shard, key, now_ms())?)).await?;
-        self.wake_all();
+        self.admin_worker.wake();
         Ok(())
     }
 
-    /// MergeShards: `shard_id` is the lower of two adjacent open shards.
+    /// MergeShards: `shard_id` is the lower of two adjacent open shards. Returns once
+    /// accepted, as [`Broker::split_shard`] does.
     pub async fn merge_shards(
         &self,
         name: &str,
@@ -337,15 +352,16 @@ impl Broker {
         let b = self.shard_id_for_change(name, adjacent_shard_id)?;
         let (m, name) = (self.manager.clone(), name.to_owned());
         blocking(move || Ok(m.merge_shards(&name, a, b, now_ms())?)).await?;
-        self.wake_all();
+        self.admin_worker.wake();
         Ok(())
     }
 
-    /// UpdateShardCount with uniform scaling.
+    /// UpdateShardCount with uniform scaling. Returns once accepted, as
+    /// [`Broker::split_shard`] does.
     pub async fn update_shard_count(&self, name: &str, target: u32) -> Result<ShardCountUpdate> {
         let (m, name) = (self.manager.clone(), name.to_owned());
         let out = blocking(move || Ok(m.update_shard_count(&name, target, now_ms())?)).await?;
-        self.wake_all();
+        self.admin_worker.wake();
         Ok(ShardCountUpdate {
             current_shard_count: out.current,
             target_shard_count: out.target,
@@ -431,7 +447,7 @@ impl Broker {
         if let Some(ms) = self.cached_shard_created_ms(uid, shard) {
             return Ok(ms);
         }
-        let handle = self.manager.shard(stream, shard, now_ms())?;
+        let handle = self.manager.shard_info(stream, shard, now_ms())?;
         let ms = handle.info.created().0;
         lock(&self.created).insert((uid, shard.index()), ms);
         Ok(ms)
@@ -506,10 +522,18 @@ impl Broker {
 
     /// Wakes every subscription, so those on shards a reshard just closed see their end
     /// now rather than at their next heartbeat.
-    fn wake_all(&self) {
+    pub(crate) fn wake_all(&self) {
         for n in lock(&self.notifiers).values() {
             n.notify_waiters();
         }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        // The worker holds the shard manager: stop it before the data directory's lock goes,
+        // so a broker opened next on the directory is its only writer.
+        self.admin_worker.stop();
     }
 }
 

@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,12 +84,15 @@ async fn reshards_under_load_lose_nothing_and_keep_key_order() {
     b.split_shard("s", "shardId-000000000000", &mid)
         .await
         .unwrap();
+    common::wait_active(&b, "s").await;
     tokio::time::sleep(Duration::from_millis(20)).await;
     b.merge_shards("s", "shardId-000000000002", "shardId-000000000003")
         .await
         .unwrap();
+    common::wait_active(&b, "s").await;
     tokio::time::sleep(Duration::from_millis(20)).await;
     b.update_shard_count("s", 4).await.unwrap();
+    common::wait_active(&b, "s").await;
     let mut acked = Vec::new();
     for p in producers {
         acked.extend(p.await.unwrap());
@@ -210,6 +215,7 @@ async fn a_subscription_gets_records_live_and_ends_with_the_children() {
     b.split_shard("s", "shardId-000000000000", "1000")
         .await
         .unwrap();
+    common::wait_active(&b, "s").await;
     let mut children = Vec::new();
     for _ in 0..10 {
         let ev = tokio::time::timeout(Duration::from_secs(10), rx.recv())
