@@ -69,6 +69,7 @@ bench=(target/debug/sluice-bench --spawn-server target/debug/sluice --tmp-parent
 "${bench[@]}" --mode subscribe --duration 2 --rate 1000 --batch 10 --concurrency 2
 "${bench[@]}" --mode mixed --duration 2 --concurrency 2 --batch 100
 "${bench[@]}" --mode restart --preload 1MiB
+"${bench[@]}" --mode admin --duration 2 --concurrency 2 --batch 10 --rate 500 --admin-shards 50 --admin-records 10
 
 # One closing line with the totals of every test binary and the pytest run above.
 awk '/^test result:|^[0-9]+ (passed|failed).* in [0-9.]+s/ {

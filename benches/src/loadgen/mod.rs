@@ -6,6 +6,7 @@
 //! `--preload-timeout`, and start-up by fixed timeouts. Any failed request or refused
 //! record makes the exit status non-zero, so a smoke run in CI fails on errors.
 
+mod admin;
 pub mod api;
 mod modes;
 pub mod report;
@@ -32,9 +33,22 @@ pub enum Mode {
     /// Producers at full speed (or `--rate`) while `--readers` readers tail every shard
     /// from TRIM_HORIZON.
     Mixed,
-    /// Preload (optional), SIGKILL the spawned server, start it again, and time how long
-    /// until it serves a put and a read.
+    /// Preload (optional), SIGKILL the spawned server (or stop it with SIGTERM, with
+    /// `--stop term`), start it again, and time how long until it serves a put and a read.
     Restart,
+    /// A steady put and read load (as `mixed`; pace it with `--rate`) while another client
+    /// creates a stream of `--admin-shards`, writes to `--admin-records` of its shards,
+    /// resizes it by half and deletes it, in a loop.
+    Admin,
+}
+
+/// How `--mode restart` stops the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Stop {
+    /// SIGKILL: start-up recovers every log from its last recovery point.
+    Kill,
+    /// SIGTERM: a clean stop, which writes every log's recovery point first.
+    Term,
 }
 
 /// Which wire protocol carries the load.
@@ -136,6 +150,15 @@ pub struct Args {
     /// Process id of a server not spawned here, to report its memory and descriptors.
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// Admin mode: shards of the stream created, resized and deleted in a loop.
+    #[arg(long, default_value_t = 2_000)]
+    pub admin_shards: u32,
+    /// Admin mode: shards of that stream that get one record each cycle.
+    #[arg(long, default_value_t = 200)]
+    pub admin_records: u32,
+    /// Restart mode: how the server is stopped before it starts again.
+    #[arg(long, value_enum, default_value = "kill")]
+    pub stop: Stop,
 }
 
 impl Args {
@@ -150,7 +173,7 @@ impl Args {
         }
     }
 
-    fn duration(&self) -> Duration {
+    pub(crate) fn duration(&self) -> Duration {
         Duration::from_secs_f64(self.duration.max(0.0))
     }
 }
