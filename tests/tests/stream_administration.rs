@@ -70,7 +70,6 @@ fn create_resize_and_delete_of_2000_shards_answer_at_once_beside_steady_puts() {
 
         let took = timed(admin.delete_stream(pb::DeleteStreamRequest {
             stream_name: BIG.into(),
-            ..Default::default()
         }))
         .await;
         assert!(took < CALL_BOUND, "DeleteStream took {took:?}");

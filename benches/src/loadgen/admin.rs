@@ -45,7 +45,12 @@ pub async fn run(
     let admin = {
         let grpc = target.grpc_client().await?;
         let (shards, records) = (args.admin_shards, args.admin_records);
-        let size = Size { shards, records };
+        let target = args.admin_target.unwrap_or(shards + shards / 2);
+        let size = Size {
+            shards,
+            records,
+            target,
+        };
         tokio::spawn(async move { admin_loop(grpc, size, data_dir, deadline).await })
     };
     let put = put_phase(args, target, streams, false).await?;
@@ -55,6 +60,7 @@ pub async fn run(
     phases.append(&mut stats);
     let extra = json!({
         "admin_shards": args.admin_shards,
+        "admin_target": args.admin_target.unwrap_or(args.admin_shards + args.admin_shards / 2),
         "admin_records": args.admin_records,
         "admin_cycles": cycles,
     });
@@ -66,14 +72,20 @@ pub async fn run(
 struct Size {
     shards: u32,
     records: u32,
+    /// The shard count it is resized to.
+    target: u32,
 }
 
-/// Creates, fills, resizes and deletes a stream of `size.shards` shards, again and again
+/// Creates, fills, resizes (to `size.target`) and deletes a stream of `size.shards` shards, again and again
 /// until `deadline`; returns the cycles completed and the stats. With the server's data
 /// directory, also waits for the deleted stream's files to be removed.
 async fn admin_loop(
     mut c: Grpc,
-    Size { shards, records }: Size,
+    Size {
+        shards,
+        records,
+        target,
+    }: Size,
     data_dir: Option<PathBuf>,
     deadline: TokioInstant,
 ) -> Result<(u64, Vec<Stats>)> {
@@ -105,7 +117,7 @@ async fn admin_loop(
         let t = Instant::now();
         let resize = pb::UpdateShardCountRequest {
             stream_name: name.clone(),
-            target_shard_count: shards + shards / 2,
+            target_shard_count: target,
         };
         timed(&mut calls, c.update_shard_count(resize)).await?;
         wait(
@@ -119,7 +131,6 @@ async fn admin_loop(
         let t = Instant::now();
         let delete = pb::DeleteStreamRequest {
             stream_name: name.clone(),
-            ..Default::default()
         };
         timed(&mut calls, c.delete_stream(delete)).await?;
         wait(&mut c, &name, None, t, &mut gone).await?;
@@ -208,13 +219,14 @@ async fn wait(
     ))
 }
 
-/// One record into each of `records` shards spread over the stream.
-async fn fill(c: &mut Grpc, name: &str, records: u32) -> Result<()> {
+/// One record each at `records` hash keys spread evenly over the key space (the middles of
+/// `records` equal ranges): one record into each shard of a new stream of that many.
+pub async fn fill(c: &mut Grpc, name: &str, records: u32) -> Result<()> {
     let step = u128::MAX / u128::from(records.max(1));
     let entries: Vec<pb::PutRecordsRequestEntry> = (0..u128::from(records))
         .map(|i| pb::PutRecordsRequestEntry {
             partition_key: "admin".into(),
-            explicit_hash_key: Some((i * step).to_string()),
+            explicit_hash_key: Some((i * step + step / 2).to_string()),
             data: b"admin".to_vec().into(),
         })
         .collect();

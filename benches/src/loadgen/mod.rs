@@ -38,7 +38,8 @@ pub enum Mode {
     Restart,
     /// A steady put and read load (as `mixed`; pace it with `--rate`) while another client
     /// creates a stream of `--admin-shards`, writes to `--admin-records` of its shards,
-    /// resizes it by half and deletes it, in a loop.
+    /// resizes it (to `--admin-target`, default half as many again) and deletes it, in a
+    /// loop.
     Admin,
 }
 
@@ -156,6 +157,13 @@ pub struct Args {
     /// Admin mode: shards of that stream that get one record each cycle.
     #[arg(long, default_value_t = 200)]
     pub admin_records: u32,
+    /// Admin mode: the shard count it is resized to (default: half as many again).
+    #[arg(long)]
+    pub admin_target: Option<u32>,
+    /// Before the run (and any preload), put one record into every shard of every stream
+    /// (over gRPC), so each shard has a log: for the many-shards measurements.
+    #[arg(long)]
+    pub fill_shards: bool,
     /// Restart mode: how the server is stopped before it starts again.
     #[arg(long, value_enum, default_value = "kill")]
     pub stop: Stop,

@@ -204,6 +204,14 @@ pub async fn run(
     }
     let mut phases = Vec::new();
     let mut extra = json!({});
+    if args.fill_shards {
+        let mut grpc = target.grpc_client().await?;
+        let t = Instant::now();
+        for s in &streams {
+            super::admin::fill(&mut grpc, s, args.shards).await?;
+        }
+        extra["fill_shards_ms"] = json!(t.elapsed().as_millis() as u64);
+    }
     if let Some(bytes) = preload {
         let records = bytes.div_ceil(args.record_size.max(1) as u64);
         let mut pre = args.clone();

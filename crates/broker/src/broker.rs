@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use sluice_shards::{CreateStream, ShardHandle, ShardId, ShardInfo, ShardManager, ShardState};
+use sluice_shards::{CreateStream, ShardHandle, ShardId, ShardInfo, ShardManager};
 use sluice_storage::{RealFs, SegmentCache, TimestampMs};
 use tokio::sync::Notify;
 
@@ -208,7 +208,7 @@ impl Broker {
         let (m, name) = (self.manager.clone(), name.to_owned());
         let uid = {
             let (m, name) = (m.clone(), name.clone());
-            blocking(move || Ok(m.describe_stream(&name, now_ms())?.uid)).await?
+            blocking(move || Ok(m.describe_stream_page(&name, None, 0, now_ms())?.0.uid)).await?
         };
         blocking(move || Ok(m.delete_stream(&name, now_ms())?)).await?;
         self.admin_worker.wake();
@@ -234,23 +234,19 @@ impl Broker {
         }
         let after = exclusive_start_shard_id.map(shard_after).transpose()?;
         let (m, name) = (self.manager.clone(), name.to_owned());
-        let d = blocking(move || Ok(m.describe_stream(&name, now_ms())?)).await?;
-        let live: Vec<&ShardInfo> = d
-            .shards
-            .iter()
-            .filter(|s| s.state() != ShardState::Expired && after.is_none_or(|a| s.id() > a))
-            .collect();
         let page = limit.min(100);
+        let (d, has_more_shards) =
+            blocking(move || Ok(m.describe_stream_page(&name, after, page, now_ms())?)).await?;
         Ok(StreamView {
-            name: d.name.clone(),
-            arn: d.arn.clone(),
+            has_more_shards,
+            shards: d.shards.iter().map(shard_view).collect(),
+            name: d.name,
+            arn: d.arn,
             status: d.status,
             retention_hours: d.retention_hours,
             max_record_size_kib: d.max_record_size_kib,
             created: d.created,
             open_shard_count: d.open_shard_count,
-            has_more_shards: live.len() > page,
-            shards: live.into_iter().take(page).map(shard_view).collect(),
         })
     }
 
@@ -469,7 +465,9 @@ impl Broker {
         if let Some(f) = self.cached_facts(uid) {
             return Ok(f);
         }
-        let d = self.manager.describe_stream(stream, now_ms())?;
+        let (d, _) = self
+            .manager
+            .describe_stream_page(stream, None, 0, now_ms())?;
         let f = StreamFacts {
             record_bytes_max: d.max_record_size_kib as usize * 1024,
             retention_ms: u64::from(d.retention_hours) * 3_600_000,

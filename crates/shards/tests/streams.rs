@@ -431,3 +431,17 @@ fn a_reshard_pending_when_its_stream_is_deleted_is_given_up() {
     assert_eq!(report.streams_purged_uids.len(), 1);
     not_found(m.describe_stream("s", TimestampMs(later.0 + 100)));
 }
+
+#[test]
+fn describe_pages_copy_only_the_shards_asked_for() {
+    let m = with_stream(5);
+    let (d, more) = m.describe_stream_page("s", Some(id(1)), 2, T).unwrap();
+    let ids: Vec<ShardId> = d.shards.iter().map(|s| s.id()).collect();
+    assert_eq!((ids, more), (vec![id(2), id(3)], true));
+    let (d, more) = m.describe_stream_page("s", Some(id(3)), 2, T).unwrap();
+    assert_eq!((d.shards.len(), more), (1, false));
+    let (d, more) = m.describe_stream_page("s", None, 0, T).unwrap();
+    assert_eq!((d.shards.len(), more, d.open_shard_count), (0, true, 5));
+    let (d, more) = m.describe_stream_page("s", Some(id(4)), 100, T).unwrap();
+    assert_eq!((d.shards.len(), more), (0, false));
+}

@@ -312,6 +312,43 @@ impl ShardManager {
 
     /// DescribeStream / DescribeStreamSummary: every shard, expired ones included.
     pub fn describe_stream(&self, name: &str, now: TimestampMs) -> Result<StreamDescription> {
+        self.describe_with(name, now, |all| all.to_vec())
+    }
+
+    /// DescribeStream's page: the stream with at most `limit` of its shards that have not
+    /// expired, in id order after `after`, and whether more follow. Copies only that page
+    /// (a stream of 10,000 shards is described, and polled by waiters, without copying
+    /// them all); `limit` 0 describes the stream alone.
+    pub fn describe_stream_page(
+        &self,
+        name: &str,
+        after: Option<ShardId>,
+        limit: usize,
+        now: TimestampMs,
+    ) -> Result<(StreamDescription, bool)> {
+        let mut more = false;
+        let d = self.describe_with(name, now, |all| {
+            let from = after.map_or(0, |a| {
+                usize::try_from(a.index()).map_or(all.len(), |i| i + 1)
+            });
+            let mut live = all
+                .get(from..)
+                .unwrap_or_default()
+                .iter()
+                .filter(|sh| sh.state() != ShardState::Expired);
+            let page = live.by_ref().take(limit).cloned().collect();
+            more = live.next().is_some();
+            page
+        })?;
+        Ok((d, more))
+    }
+
+    fn describe_with(
+        &self,
+        name: &str,
+        now: TimestampMs,
+        shards: impl FnOnce(&[ShardInfo]) -> Vec<ShardInfo>,
+    ) -> Result<StreamDescription> {
         let inner = self.read();
         let s = self.stream(&inner, name, now)?;
         let status = inner.status(s, now).unwrap_or(StreamStatus::Deleting);
@@ -328,7 +365,7 @@ impl ShardManager {
             shards: if creating {
                 Vec::new()
             } else {
-                s.lineage.all().to_vec()
+                shards(s.lineage.all())
             },
         })
     }

@@ -7,7 +7,7 @@
 //! their own seal; from then until the commit, a put routed to one waits in
 //! [`ShardManager::route`] (never holding a manager-wide lock) and then goes to a child.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use sluice_storage::{SeqNo, TimestampMs};
@@ -239,12 +239,13 @@ impl ShardManager {
         };
         // Intermediate shards close in the change that made them: never written, empty.
         closes.extend(intermediates(job).map(|id| (id, SeqNo(0))));
+        let closed_at_once: BTreeSet<ShardId> = intermediates(job).collect();
         let new_slots: BTreeMap<ShardId, Arc<ShardLog>> = job
             .plan
             .creates
             .iter()
             .map(|c| {
-                let closed = job.plan.closes.contains(&c.id);
+                let closed = closed_at_once.contains(&c.id);
                 (c.id, ShardLog::absent(&files, c.id, closed))
             })
             .collect();

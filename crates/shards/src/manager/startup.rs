@@ -80,6 +80,7 @@ impl ShardManager {
         let dir_exists = self.fs.exists(&self.stream_dir(s.uid));
         let files = self.stream_files(s.uid, s.max_record_size_kib, dir_exists);
         let mut logs = BTreeMap::new();
+        let mut with_logs = Vec::new();
         for sh in s
             .lineage
             .all()
@@ -87,23 +88,29 @@ impl ShardManager {
             .filter(|sh| sh.state() != ShardState::Expired)
         {
             let dir = files.shard_dir(sh.id());
-            let slot = if dir_exists && self.fs.exists(&dir) {
-                ShardLog::open(&files, sh.id(), self.open_shard_log(s, sh, &files)?)
-            } else {
-                if sh.closed().is_some_and(|c| c.end.0 > 0) {
-                    return Err(Error::corrupt(
-                        &dir,
-                        0,
-                        format!(
-                            "the log of {} in stream {} is missing, and it holds records",
-                            sh.id(),
-                            s.name
-                        ),
-                    ));
-                }
-                ShardLog::absent(&files, sh.id(), sh.closed().is_some())
-            };
-            logs.insert(sh.id(), slot);
+            if dir_exists && self.fs.exists(&dir) {
+                with_logs.push(sh);
+                continue;
+            }
+            if sh.closed().is_some_and(|c| c.end.0 > 0) {
+                return Err(Error::corrupt(
+                    &dir,
+                    0,
+                    format!(
+                        "the log of {} in stream {} is missing, and it holds records",
+                        sh.id(),
+                        s.name
+                    ),
+                ));
+            }
+            logs.insert(
+                sh.id(),
+                ShardLog::absent(&files, sh.id(), sh.closed().is_some()),
+            );
+        }
+        let opened = open_side_by_side(&with_logs, |sh| self.open_shard_log(s, sh, &files));
+        for (sh, log) in with_logs.iter().zip(opened) {
+            logs.insert(sh.id(), ShardLog::open(&files, sh.id(), log?));
         }
         Ok(StreamLogs::new(files, logs, s))
     }
@@ -178,9 +185,10 @@ impl ShardManager {
             };
             let mut removed_here = 0;
             for shard_entry in self.fs.list_dir(&path).map_err(|e| Error::io(&path, e))? {
-                let live = stream.lineage.all().iter().any(|sh| {
-                    sh.state() != ShardState::Expired && sh.id().to_string() == shard_entry
-                });
+                // A lookup by id, not a scan: 10,000 directories against 10,000 shards.
+                let live = ShardId::parse(&shard_entry)
+                    .and_then(|id| stream.lineage.get(id))
+                    .is_some_and(|sh| sh.state() != ShardState::Expired);
                 if !live {
                     let unknown = ShardId::parse(&shard_entry)
                         .is_none_or(|id| id >= stream.lineage.next_id());
@@ -272,4 +280,44 @@ impl ShardManager {
         }
         Ok(total)
     }
+}
+
+/// Logs opened at once at start-up. Recovering a log after a crash syncs its new recovery
+/// point and index files (about a millisecond each, mostly waiting on the disk), so 10,000
+/// logs one after another took 9 s; side by side the disk serves several syncs at once.
+const START_UP_OPENS_AT_ONCE: usize = 8;
+
+/// `open` applied to every item, on up to [`START_UP_OPENS_AT_ONCE`] threads; results in
+/// item order.
+fn open_side_by_side<T: Sync, R: Send>(items: &[T], open: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = START_UP_OPENS_AT_ONCE.min(items.len());
+    if threads <= 1 {
+        return items.iter().map(&open).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut results: Vec<(usize, R)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(item) = items.get(i) else {
+                            return done;
+                        };
+                        done.push((i, open(item)));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| {
+                w.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, r)| r).collect()
 }
