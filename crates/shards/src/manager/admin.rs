@@ -148,6 +148,22 @@ impl ShardManager {
         event: &Event,
         then: impl FnOnce(&mut Inner),
     ) -> Result<()> {
+        self.commit_with(journal, event, |inner| {
+            inner.catalogue.apply(event)?;
+            then(inner);
+            Ok(())
+        })
+    }
+
+    /// [`ShardManager::commit`] with the apply itself given: `apply` changes the catalogue
+    /// (and routing tables) as `event` says, under the write lock; `Err` names the broken
+    /// rule and poisons the manager.
+    pub(super) fn commit_with(
+        &self,
+        journal: &mut Journal,
+        event: &Event,
+        apply: impl FnOnce(&mut Inner) -> std::result::Result<(), String>,
+    ) -> Result<()> {
         if let Err(e) = journal.append(event) {
             tracing::error!(error = %e, "metadata journal append failed; manager poisoned");
             self.poison(e.to_string());
@@ -155,7 +171,7 @@ impl ShardManager {
         }
         {
             let mut inner = self.write();
-            if let Err(reason) = inner.catalogue.apply(event) {
+            if let Err(reason) = apply(&mut inner) {
                 // The event was built from this catalogue after every check: a bug, not
                 // bad input.
                 inner.poisoned.get_or_insert(reason.clone());
@@ -165,7 +181,6 @@ impl ShardManager {
                     format!("journaled event does not apply: {reason}"),
                 ));
             }
-            then(&mut inner);
         }
         if journal.len_bytes() >= self.config.journal_compact_bytes {
             // The change itself is durable; only the compaction's outcome is unknown.
@@ -224,10 +239,15 @@ impl ShardManager {
             route_logs,
             logs,
         });
-        self.commit(journal, &event, |inner| {
+        // The catalogue's entry too is built here, outside the write lock (the admin lock
+        // we hold keeps the catalogue as it is); under it, the stream is only inserted.
+        let meta = self.read().catalogue.created(&event);
+        self.commit_with(journal, &event, |inner| {
+            inner.catalogue.insert_created(meta?)?;
             if let Some(rt) = runtime.take() {
                 inner.runtime.insert(uid, rt);
             }
+            Ok(())
         })?;
         tracing::info!(stream = %req.name, uid, shards = req.shard_count, "stream created");
         Ok(())

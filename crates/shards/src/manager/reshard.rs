@@ -13,7 +13,7 @@ use std::sync::Arc;
 use sluice_storage::{SeqNo, TimestampMs};
 
 use super::slot::ShardLog;
-use super::{ShardManager, UpdateShardCountOutput};
+use super::{ShardManager, StreamLogs, UpdateShardCountOutput};
 use crate::catalogue::Event;
 use crate::error::{Error, Result};
 use crate::hash_range::HashKey;
@@ -260,14 +260,35 @@ impl ShardManager {
                 closes,
             },
         };
-        self.commit(&mut journal, &event, |inner| {
-            inner.pending.remove(&uid);
-            if let (Some(rt), Some(s)) = (inner.runtime.get_mut(&uid), inner.catalogue.by_uid(uid))
-            {
-                rt.logs.extend(new_slots);
-                rt.rebuild_routes(s);
+        // The stream as it is after the change, and its routing tables, are built here,
+        // outside the catalogue's write lock (the admin lock we hold keeps anything else
+        // from changing them): for thousands of shards that takes milliseconds, and the
+        // write lock is then held only to swap them in. What they replace is freed after.
+        let (meta, new_rt) = {
+            let inner = self.read();
+            let meta = inner.catalogue.resharded(&event);
+            let logs = inner.runtime.get(&uid).map(|rt| rt.logs.clone());
+            (meta, logs)
+        };
+        let new_rt = match (&meta, new_rt) {
+            (Ok(after), Some(mut logs)) => {
+                logs.extend(new_slots);
+                Some(StreamLogs::new(files, logs, after))
             }
+            _ => None,
+        };
+        let mut replaced = None;
+        self.commit_with(&mut journal, &event, |inner| {
+            let before = inner.catalogue.replace(meta?)?;
+            inner.pending.remove(&uid);
+            let old_rt = match (inner.runtime.get_mut(&uid), new_rt) {
+                (Some(rt), Some(new_rt)) => Some(std::mem::replace(rt, new_rt)),
+                _ => None,
+            };
+            replaced = Some((before, old_rt));
+            Ok(())
         })?;
+        drop(replaced);
         tracing::info!(uid, kind = ?job.kind, created = job.plan.creates.len(), closed = job.plan.closes.len(), "resharded");
         Ok(Outcome::Committed)
     }
