@@ -33,7 +33,9 @@
 //! - `admin` (a mutex around the journal) serialises changes: the checks before a change,
 //!   its journal append and sync, and its apply happen under it, in one order.
 //! - `inner` (a read-write lock around the catalogue and the routing tables) is read by
-//!   routing and describes and written only to apply a journaled change, in memory.
+//!   routing and describes and written only to apply a journaled change, in memory. A
+//!   new stream's or a reshard's catalogue entry and routing tables (thousands of shards)
+//!   are built beforehand under `admin` and only swapped in under the write lock.
 //! - each shard's slot has its own mutex, held while its log is created or sealed.
 //!
 //! Sealing parents, creating directories and removing files take no manager-wide lock. An
