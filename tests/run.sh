@@ -71,6 +71,7 @@ bench=(target/debug/sluice-bench --spawn-server target/debug/sluice --tmp-parent
 "${bench[@]}" --mode restart --preload 1MiB
 "${bench[@]}" --mode abuse --duration 1 --json-keys 2000 --amplify-bytes 256KiB --idle-conns 50 \
     --slowloris 10 --h2-streams 4 --h2-body 1MiB --subscribers 6 --abuse-preload 2MiB
+"${bench[@]}" --mode admin --duration 2 --concurrency 2 --batch 10 --rate 500 --admin-shards 50 --admin-records 10
 
 # One closing line with the totals of every test binary and the pytest run above.
 awk '/^test result:|^[0-9]+ (passed|failed).* in [0-9.]+s/ {

@@ -53,6 +53,7 @@ def test_create_describe_and_list_streams_with_pagination(kinesis, stream_name):
     rest = kinesis.describe_stream(StreamName=f"{stream_name}-2", ExclusiveStartShardId=first["Shards"][-1]["ShardId"])["StreamDescription"]
     assert [s["ShardId"] for s in rest["Shards"]] == ["shardId-000000000002"]
     kinesis.delete_stream(StreamName=f"{stream_name}-0")
+    kinesis.get_waiter("stream_not_exists").wait(StreamName=f"{stream_name}-0", WaiterConfig={"Delay": 1, "MaxAttempts": 30})
     deadline = time.monotonic() + STATE_TIMEOUT_S
     with pytest.raises(ClientError) as e:
         while time.monotonic() < deadline:
@@ -135,7 +136,9 @@ def test_list_shards_pagination_filters_and_resharding_lineage(kinesis, stream_n
     assert [s["ShardId"] for s in after] == ["shardId-000000000003", "shardId-000000000004"]
     out = kinesis.update_shard_count(StreamName=stream_name, TargetShardCount=4, ScalingType="UNIFORM_SCALING")
     assert (out["CurrentShardCount"], out["TargetShardCount"]) == (2, 4)
-    wait_active(kinesis, stream_name)
+    # The resize runs in the background, as on Kinesis: boto3's own waiter sees it through.
+    kinesis.get_waiter("stream_exists").wait(StreamName=stream_name, WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+    assert kinesis.describe_stream_summary(StreamName=stream_name)["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE"
     open_ = kinesis.list_shards(StreamName=stream_name, ShardFilter={"Type": "AT_LATEST"})["Shards"]
     assert len(open_) == 4
     starts = sorted(int(s["HashKeyRange"]["StartingHashKey"]) for s in open_)

@@ -65,6 +65,7 @@ fn pristine(dir: &Path) -> Acked {
                     })
                     .await
                     .unwrap();
+                support::wait_active(&mut client, "c").await;
             }
             let data = format!("record-{i:04}-{}", "x".repeat((i % 97) as usize));
             let reply =

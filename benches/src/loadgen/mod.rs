@@ -7,6 +7,7 @@
 //! record makes the exit status non-zero, so a smoke run in CI fails on errors.
 
 pub mod abuse;
+mod admin;
 pub mod api;
 mod modes;
 pub mod report;
@@ -33,12 +34,26 @@ pub enum Mode {
     /// Producers at full speed (or `--rate`) while `--readers` readers tail every shard
     /// from TRIM_HORIZON.
     Mixed,
-    /// Preload (optional), SIGKILL the spawned server, start it again, and time how long
-    /// until it serves a put and a read.
+    /// Preload (optional), SIGKILL the spawned server (or stop it with SIGTERM, with
+    /// `--stop term`), start it again, and time how long until it serves a put and a read.
     Restart,
     /// A normal producer and reader while a hostile client applies one attack per phase
     /// (issue 22); see `--attack` and the other abuse flags.
     Abuse,
+    /// A steady put and read load (as `mixed`; pace it with `--rate`) while another client
+    /// creates a stream of `--admin-shards`, writes to `--admin-records` of its shards,
+    /// resizes it (to `--admin-target`, default half as many again) and deletes it, in a
+    /// loop.
+    Admin,
+}
+
+/// How `--mode restart` stops the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Stop {
+    /// SIGKILL: start-up recovers every log from its last recovery point.
+    Kill,
+    /// SIGTERM: a clean stop, which writes every log's recovery point first.
+    Term,
 }
 
 /// Which wire protocol carries the load.
@@ -143,6 +158,22 @@ pub struct Args {
     /// The flags of `--mode abuse`.
     #[command(flatten)]
     pub abuse: abuse::AbuseArgs,
+    /// Admin mode: shards of the stream created, resized and deleted in a loop.
+    #[arg(long, default_value_t = 2_000)]
+    pub admin_shards: u32,
+    /// Admin mode: shards of that stream that get one record each cycle.
+    #[arg(long, default_value_t = 200)]
+    pub admin_records: u32,
+    /// Admin mode: the shard count it is resized to (default: half as many again).
+    #[arg(long)]
+    pub admin_target: Option<u32>,
+    /// Before the run (and any preload), put one record into every shard of every stream
+    /// (over gRPC), so each shard has a log: for the many-shards measurements.
+    #[arg(long)]
+    pub fill_shards: bool,
+    /// Restart mode: how the server is stopped before it starts again.
+    #[arg(long, value_enum, default_value = "kill")]
+    pub stop: Stop,
 }
 
 impl Args {
@@ -157,7 +188,7 @@ impl Args {
         }
     }
 
-    fn duration(&self) -> Duration {
+    pub(crate) fn duration(&self) -> Duration {
         Duration::from_secs_f64(self.duration.max(0.0))
     }
 }

@@ -25,6 +25,7 @@ use super::{Api, Args, Mode};
 const PREPARED_BATCHES: usize = 8;
 
 /// Where the load goes.
+#[derive(Clone)]
 pub struct Target {
     pub grpc: Option<String>,
     pub kinesis: Option<String>,
@@ -32,6 +33,16 @@ pub struct Target {
 }
 
 impl Target {
+    /// A gRPC client of the target (whatever protocol carries the load).
+    pub async fn grpc_client(
+        &self,
+    ) -> Result<sluice_proto::v1::sluice_client::SluiceClient<tonic::transport::Channel>> {
+        self.client(Api::Grpc)
+            .await?
+            .as_grpc()
+            .ok_or_else(|| anyhow!("not a gRPC client"))
+    }
+
     pub(super) async fn client(&self, api: Api) -> Result<Client> {
         match api {
             Api::Grpc => {
@@ -193,6 +204,14 @@ pub async fn run(
     }
     let mut phases = Vec::new();
     let mut extra = json!({});
+    if args.fill_shards {
+        let mut grpc = target.grpc_client().await?;
+        let t = Instant::now();
+        for s in &streams {
+            super::admin::fill(&mut grpc, s, args.shards).await?;
+        }
+        extra["fill_shards_ms"] = json!(t.elapsed().as_millis() as u64);
+    }
     if let Some(bytes) = preload {
         let records = bytes.div_ceil(args.record_size.max(1) as u64);
         let mut pre = args.clone();
@@ -212,15 +231,17 @@ pub async fn run(
         Mode::Put => phases.push(put_phase(args, target, &streams, false).await?),
         Mode::SinglePut => phases.push(put_phase(args, target, &streams, true).await?),
         Mode::Get => phases.push(get_phase(args, target, &shards, None).await?),
+        Mode::Admin => {
+            let spawned_dir = spawned.as_ref().map(|_| dir.to_path_buf());
+            let (st, admin) =
+                super::admin::run(args, target, &streams, &shards, spawned_dir).await?;
+            phases.extend(st);
+            extra["admin"] = admin;
+        }
         Mode::Mixed => {
             let deadline = TokioInstant::now() + args.duration();
             let readers = {
-                let (args, shards) = (args.clone(), shards.clone());
-                let target = Target {
-                    grpc: target.grpc.clone(),
-                    kinesis: target.kinesis.clone(),
-                    signed: target.signed,
-                };
+                let (args, shards, target) = (args.clone(), shards.clone(), target.clone());
                 tokio::spawn(
                     async move { get_phase(&args, &target, &shards, Some(deadline)).await },
                 )
@@ -265,7 +286,7 @@ pub async fn run(
 
 /// Producers until the deadline or the record budget: PutRecords batches, or PutRecord
 /// calls when `single`.
-async fn put_phase(
+pub(super) async fn put_phase(
     args: &Args,
     target: &Target,
     streams: &[String],
@@ -401,7 +422,7 @@ async fn put_phase(
 /// Reads every shard from TRIM_HORIZON, one task per shard per reader. Without a
 /// deadline (get mode) each task stops once it has caught up; with one (mixed mode) it
 /// keeps tailing until then.
-async fn get_phase(
+pub(super) async fn get_phase(
     args: &Args,
     target: &Target,
     shards: &[(String, String)],
@@ -689,7 +710,7 @@ async fn subscribe_phase(
     Ok(vec![put, d0, d1])
 }
 
-/// SIGKILLs the spawned server, starts it again on the same data directory, and times
+/// SIGKILLs (or SIGTERMs) the spawned server, starts it again on the same data directory, and times
 /// how long until it logs its addresses and until a put and a read of every stream
 /// succeed. Returns the put made after the restart and the two times in ms.
 async fn restart(
@@ -700,7 +721,14 @@ async fn restart(
     streams: &[String],
 ) -> Result<(Stats, (u64, u64))> {
     if let Some(s) = spawned.take() {
-        s.kill()?;
+        match args.stop {
+            super::Stop::Kill => s.kill()?,
+            super::Stop::Term => {
+                let t = Instant::now();
+                s.terminate()?;
+                eprintln!("clean stop took {} ms", t.elapsed().as_millis());
+            }
+        }
     }
     let started = Instant::now();
     let s = Spawned::start(bin, dir, &args.server_env)?;

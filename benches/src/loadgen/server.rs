@@ -119,6 +119,25 @@ impl Spawned {
         self.child.wait()?;
         Ok(())
     }
+
+    /// Stops the server with SIGTERM (a clean stop: it syncs and writes every log's
+    /// recovery point) and waits for it to exit, at most [`STARTUP_TIMEOUT`].
+    pub fn terminate(mut self) -> Result<()> {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32)
+            .ok_or_else(|| anyhow!("no process id"))?;
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM)?;
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                if !status.success() {
+                    bail!("the server exited with {status} on SIGTERM");
+                }
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        bail!("the server did not exit within {STARTUP_TIMEOUT:?} of SIGTERM")
+    }
 }
 
 impl Drop for Spawned {

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use sluice_shards::{CreateStream, ShardHandle, ShardId, ShardInfo, ShardManager, ShardState};
+use sluice_shards::{CreateStream, ShardHandle, ShardId, ShardInfo, ShardManager};
 use sluice_storage::{RealFs, SegmentCache, TimestampMs};
 use tokio::sync::Notify;
 
@@ -19,6 +19,7 @@ use crate::durable::SyncDriver;
 use crate::error::{Error, Result};
 use crate::iterator::IteratorKey;
 use crate::limits::Usage;
+use crate::maintenance::AdminWorker;
 use crate::seqnum::{SequenceNumber, ShardOrigin};
 use crate::subscribers::Subscribers;
 use crate::types::{
@@ -49,6 +50,8 @@ pub struct Broker {
     pub(crate) consumers: Mutex<Vec<crate::consumers::Registered>>,
     /// Open subscriptions, their caps and their byte budget.
     pub(crate) subscribers: Arc<Subscribers>,
+    /// Carries out stream administration in the background (see `maintenance`).
+    admin_worker: Arc<AdminWorker>,
     /// Held for the broker's lifetime: an exclusive lock on the data directory.
     _lock: std::fs::File,
 }
@@ -157,16 +160,19 @@ impl Broker {
             SegmentCache::new(config.segment_cache_capacity),
             now_ms(),
         )?;
-        Ok(Arc::new(Broker {
+        let consumers = Mutex::new(crate::consumers::load(&config_dir)?);
+        let manager = Arc::new(manager);
+        Ok(Arc::new_cyclic(|broker| Broker {
             config,
-            manager: Arc::new(manager),
+            admin_worker: Arc::new(AdminWorker::start(Arc::clone(&manager), broker.clone())),
+            manager,
             key,
             notifiers: Mutex::new(HashMap::new()),
             sync_drivers: Mutex::new(HashMap::new()),
             created: Mutex::new(HashMap::new()),
             facts: Mutex::new(HashMap::new()),
             usage: Mutex::new(HashMap::new()),
-            consumers: Mutex::new(crate::consumers::load(&config_dir)?),
+            consumers,
             subscribers,
             _lock: lock,
         }))
@@ -177,11 +183,14 @@ impl Broker {
         &self.config
     }
 
-    /// Syncs every shard log and writes its recovery point, so the next start scans
-    /// nothing. Call it after the front-ends have stopped taking requests.
+    /// Stops background administration (a reshard not yet committed stays undone, as after
+    /// a crash), then syncs every shard log and writes its recovery point, so the next start
+    /// scans nothing. Call it after the front-ends have stopped taking requests.
     pub async fn shutdown(&self) -> Result<()> {
         let manager = self.manager.clone();
+        let worker = Arc::clone(&self.admin_worker);
         blocking(move || {
+            worker.stop();
             let syncs = manager.sync_stats();
             tracing::info!(
                 group_commits = syncs.requests,
@@ -201,20 +210,24 @@ impl Broker {
         .await
     }
 
-    /// CreateStream.
+    /// CreateStream: one journal event, whatever the shard count (each shard's log is
+    /// created on its first use). The stream is CREATING for the configured status delay.
     pub async fn create_stream(&self, req: CreateStream) -> Result<()> {
         let m = self.manager.clone();
         blocking(move || Ok(m.create_stream(&req, now_ms())?)).await
     }
 
-    /// DeleteStream, deregistering the stream's consumers with it.
+    /// DeleteStream, deregistering the stream's consumers with it. Returns once DELETING is
+    /// journaled; the stream is gone after the status delay (at once without one) and its
+    /// files are removed in the background.
     pub async fn delete_stream(&self, name: &str) -> Result<()> {
         let (m, name) = (self.manager.clone(), name.to_owned());
         let uid = {
             let (m, name) = (m.clone(), name.clone());
-            blocking(move || Ok(m.describe_stream(&name, now_ms())?.uid)).await?
+            blocking(move || Ok(m.describe_stream_page(&name, None, 0, now_ms())?.0.uid)).await?
         };
         blocking(move || Ok(m.delete_stream(&name, now_ms())?)).await?;
+        self.admin_worker.wake();
         // Nothing is written to or read from a DELETING stream, so its per-shard state
         // goes now (a put in flight keeps its own reference), and its subscriptions end.
         self.forget(uid, None);
@@ -237,27 +250,19 @@ impl Broker {
         }
         let after = exclusive_start_shard_id.map(shard_after).transpose()?;
         let (m, name) = (self.manager.clone(), name.to_owned());
-        let d = blocking(move || Ok(m.describe_stream(&name, now_ms())?)).await?;
-        let live: Vec<&ShardInfo> = d
-            .shards
-            .iter()
-            .filter(|s| s.state() != ShardState::Expired && after.is_none_or(|a| s.id() > a))
-            .collect();
         let page = limit.min(100);
+        let (d, has_more_shards) =
+            blocking(move || Ok(m.describe_stream_page(&name, after, page, now_ms())?)).await?;
         Ok(StreamView {
-            name: d.name.clone(),
-            arn: d.arn.clone(),
+            has_more_shards,
+            shards: d.shards.iter().map(|s| shard_view(d.uid, s)).collect(),
+            name: d.name,
+            arn: d.arn,
             status: d.status,
             retention_hours: d.retention_hours,
             max_record_size_kib: d.max_record_size_kib,
             created: d.created,
             open_shard_count: d.open_shard_count,
-            has_more_shards: live.len() > page,
-            shards: live
-                .into_iter()
-                .take(page)
-                .map(|s| shard_view(d.uid, s))
-                .collect(),
         })
     }
 
@@ -308,27 +313,18 @@ impl Broker {
             )));
         }
         let after = exclusive_start_shard_id.map(shard_after).transpose()?;
-        let (m, stream) = (self.manager.clone(), name.to_owned());
-        // DescribeStream's view, for the stream's uid that the shards' sequence numbers
-        // carry; a stream still CREATING has no shards to list yet.
-        let d = blocking(move || Ok(m.describe_stream(&stream, now_ms())?)).await?;
-        if d.status == sluice_shards::StreamStatus::Creating {
-            return Err(Error::ResourceNotFound(format!(
-                "Stream {name} under account {} not found.",
-                self.config.manager.account
-            )));
-        }
-        let rest: Vec<&ShardInfo> = d
-            .shards
+        let (m, name) = (self.manager.clone(), name.to_owned());
+        let (uid, shards) = blocking(move || Ok(m.list_shards_of(&name, now_ms())?)).await?;
+        let rest: Vec<&ShardInfo> = shards
             .iter()
-            .filter(|s| s.state() != ShardState::Expired && after.is_none_or(|a| s.id() > a))
+            .filter(|s| after.is_none_or(|a| s.id() > a))
             .collect();
         let page = max.min(1000);
         let more = rest.len() > page;
         let shards: Vec<ShardView> = rest
             .into_iter()
             .take(page)
-            .map(|s| shard_view(d.uid, s))
+            .map(|s| shard_view(uid, s))
             .collect();
         Ok(ShardList {
             next_exclusive_start_shard_id: if more {
@@ -340,7 +336,8 @@ impl Broker {
         })
     }
 
-    /// SplitShard.
+    /// SplitShard: returns once accepted, with the stream UPDATING until the admin worker
+    /// has sealed the parent and committed the split.
     pub async fn split_shard(
         &self,
         name: &str,
@@ -355,11 +352,12 @@ impl Broker {
         })?;
         let (m, name) = (self.manager.clone(), name.to_owned());
         blocking(move || Ok(m.split_shard(&name, shard, key, now_ms())?)).await?;
-        self.wake_all();
+        self.admin_worker.wake();
         Ok(())
     }
 
-    /// MergeShards: `shard_id` is the lower of two adjacent open shards.
+    /// MergeShards: `shard_id` is the lower of two adjacent open shards. Returns once
+    /// accepted, as [`Broker::split_shard`] does.
     pub async fn merge_shards(
         &self,
         name: &str,
@@ -370,15 +368,16 @@ impl Broker {
         let b = self.shard_id_for_change(name, adjacent_shard_id)?;
         let (m, name) = (self.manager.clone(), name.to_owned());
         blocking(move || Ok(m.merge_shards(&name, a, b, now_ms())?)).await?;
-        self.wake_all();
+        self.admin_worker.wake();
         Ok(())
     }
 
-    /// UpdateShardCount with uniform scaling.
+    /// UpdateShardCount with uniform scaling. Returns once accepted, as
+    /// [`Broker::split_shard`] does.
     pub async fn update_shard_count(&self, name: &str, target: u32) -> Result<ShardCountUpdate> {
         let (m, name) = (self.manager.clone(), name.to_owned());
         let out = blocking(move || Ok(m.update_shard_count(&name, target, now_ms())?)).await?;
-        self.wake_all();
+        self.admin_worker.wake();
         Ok(ShardCountUpdate {
             current_shard_count: out.current,
             target_shard_count: out.target,
@@ -464,7 +463,7 @@ impl Broker {
         if let Some(ms) = self.cached_shard_created_ms(uid, shard) {
             return Ok(ms);
         }
-        let handle = self.manager.shard(stream, shard, now_ms())?;
+        let handle = self.manager.shard_info(stream, shard, now_ms())?;
         let ms = handle.info.created().0;
         lock(&self.created).insert((uid, shard.index()), ms);
         Ok(ms)
@@ -486,7 +485,9 @@ impl Broker {
         if let Some(f) = self.cached_facts(uid) {
             return Ok(f);
         }
-        let d = self.manager.describe_stream(stream, now_ms())?;
+        let (d, _) = self
+            .manager
+            .describe_stream_page(stream, None, 0, now_ms())?;
         let f = StreamFacts {
             record_bytes_max: d.max_record_size_kib as usize * 1024,
             retention_ms: u64::from(d.retention_hours) * 3_600_000,
@@ -542,10 +543,18 @@ impl Broker {
 
     /// Wakes every subscription, so those on shards a reshard just closed see their end
     /// now rather than at their next heartbeat.
-    fn wake_all(&self) {
+    pub(crate) fn wake_all(&self) {
         for n in lock(&self.notifiers).values() {
             n.notify_waiters();
         }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        // The worker holds the shard manager: stop it before the data directory's lock goes,
+        // so a broker opened next on the directory is its only writer.
+        self.admin_worker.stop();
     }
 }
 

@@ -239,7 +239,8 @@ impl Broker {
 
     async fn current_uid(&self, stream: &str) -> Result<u64> {
         let (m, name) = (self.manager.clone(), stream.to_owned());
-        let d = blocking(move || Ok(m.describe_stream(&name, now_ms())?)).await?;
+        let (d, _) =
+            blocking(move || Ok(m.describe_stream_page(&name, None, 0, now_ms())?)).await?;
         Ok(d.uid)
     }
 

@@ -1,15 +1,40 @@
-//! The broker's timers: retention (deleting expired segments, expiring closed shards,
-//! purging deleted streams) and, in the relaxed sync mode, the periodic sync.
+//! The broker's deferred work: the timers (retention: deleting expired segments, expiring
+//! closed shards, purging deleted streams; in the relaxed sync mode, the periodic sync),
+//! and [`AdminWorker`], the thread that carries out stream administration in the
+//! background (reshards, purges, removing deleted streams' files) as soon as a call asks
+//! for it.
 
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::thread::JoinHandle as ThreadHandle;
 use std::time::Duration;
 
+use sluice_shards::{ShardManager, WorkReport};
 use sluice_storage::SyncMode;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::broker::{Broker, blocking, now_ms};
+use crate::broker::{Broker, blocking, lock, now_ms};
 use crate::error::Result;
+
+/// The longest the admin worker sleeps before looking for due work on its own (a deleted
+/// stream's delay ending, work left by a failed pass).
+const ADMIN_WORKER_IDLE: Duration = Duration::from_secs(1);
+
+/// The thread that runs [`ShardManager::run_pending`]: woken by every administrative call,
+/// and on its own when a deletion's delay ends. One thread, so background work runs one
+/// change at a time and never on the async runtime.
+pub(crate) struct AdminWorker {
+    manager: Arc<ShardManager>,
+    signal: Arc<(Mutex<WorkerSignal>, Condvar)>,
+    thread: Mutex<Option<ThreadHandle<()>>>,
+}
+
+#[derive(Default)]
+struct WorkerSignal {
+    /// Work was asked for since the last pass started.
+    requested: bool,
+    stop: bool,
+}
 
 /// What one maintenance pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -26,8 +51,11 @@ impl Broker {
     /// Runs one maintenance pass now.
     pub async fn run_maintenance(&self) -> Result<MaintenanceReport> {
         let m = self.manager.clone();
-        let (report, tick) = blocking(move || {
+        let (report, tick, work) = blocking(move || {
             let now = now_ms();
+            // Normally the admin worker has done this already; a pass here costs nothing
+            // then, and keeps administration going if that thread could not start.
+            let work = m.run_pending(&now_ms)?;
             let tick = m.tick(now)?;
             let mut report = MaintenanceReport {
                 shards_expired: tick.shards_expired.len(),
@@ -40,9 +68,10 @@ impl Broker {
                     Err(e) => tracing::error!(stream, log = %log.dir().display(), error = %e, "retention failed"),
                 }
             }
-            Ok((report, tick))
+            Ok((report, tick, work))
         })
         .await?;
+        self.after_admin_work(&work);
         for uid in tick.streams_purged_uids {
             self.forget(uid, None);
         }
@@ -102,5 +131,111 @@ impl Broker {
                 }
             }
         })
+    }
+}
+
+impl AdminWorker {
+    /// Starts the worker thread for `manager`; after a pass it hands the report to the
+    /// broker (if it still exists) to wake readers and drop per-shard state.
+    pub(crate) fn start(manager: Arc<ShardManager>, broker: Weak<Broker>) -> AdminWorker {
+        let signal: Arc<(Mutex<WorkerSignal>, Condvar)> = Arc::default();
+        let thread = {
+            let (signal, manager) = (Arc::clone(&signal), Arc::clone(&manager));
+            std::thread::Builder::new()
+                .name("sluice-admin".into())
+                .spawn(move || run_worker(&manager, &broker, &signal))
+        };
+        let thread = match thread {
+            Ok(t) => Some(t),
+            Err(e) => {
+                // Administration then waits for the maintenance timer's passes.
+                tracing::error!(error = %e, "cannot start the stream administration thread");
+                None
+            }
+        };
+        AdminWorker {
+            manager,
+            signal,
+            thread: Mutex::new(thread),
+        }
+    }
+
+    /// Asks for a pass now.
+    pub(crate) fn wake(&self) {
+        let (state, cv) = &*self.signal;
+        lock(state).requested = true;
+        cv.notify_all();
+    }
+
+    /// Stops the thread after its current pass and waits for it (unless called from the
+    /// thread itself). Pending work stays pending: the next start finds the streams as
+    /// the journal has them.
+    pub(crate) fn stop(&self) {
+        let (state, cv) = &*self.signal;
+        lock(state).stop = true;
+        self.manager.stop_work();
+        cv.notify_all();
+        let thread = lock(&self.thread).take();
+        if let Some(t) = thread {
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// The worker's loop: wait until asked or until work is due, run a pass, report it.
+fn run_worker(
+    manager: &ShardManager,
+    broker: &Weak<Broker>,
+    signal: &(Mutex<WorkerSignal>, Condvar),
+) {
+    let (state, cv) = signal;
+    loop {
+        {
+            let mut s = lock(state);
+            let now = now_ms();
+            let due = manager.next_work_at(now).is_some_and(|at| at <= now);
+            if !s.requested && !due && !s.stop {
+                let wait = manager
+                    .next_work_at(now)
+                    .map_or(ADMIN_WORKER_IDLE, |at| {
+                        Duration::from_millis(at.0.saturating_sub(now.0))
+                    })
+                    .min(ADMIN_WORKER_IDLE);
+                s = cv
+                    .wait_timeout(s, wait)
+                    .map_or_else(|e| e.into_inner().0, |r| r.0);
+            }
+            if s.stop {
+                return;
+            }
+            s.requested = false;
+        }
+        match manager.run_pending(&now_ms) {
+            Ok(report) => {
+                if let Some(b) = broker.upgrade() {
+                    b.after_admin_work(&report);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "stream administration failed"),
+        }
+    }
+}
+
+impl Broker {
+    /// What the broker does after a pass of background administration: readers of shards
+    /// a reshard closed look again now (not at their next heartbeat), and what it kept
+    /// for purged streams goes.
+    pub(crate) fn after_admin_work(&self, report: &WorkReport) {
+        if !report.reshards_committed.is_empty() {
+            self.wake_all();
+        }
+        for uid in &report.streams_purged_uids {
+            self.forget(*uid, None);
+        }
+        if report != &WorkReport::default() {
+            tracing::debug!(?report, "stream administration pass");
+        }
     }
 }

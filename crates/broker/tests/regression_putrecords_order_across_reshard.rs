@@ -8,6 +8,8 @@
 //! order"). The broker now routes a request again when any of its routes went to a log a
 //! reshard had already sealed, so one route table serves every record.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -40,6 +42,7 @@ async fn records_of_one_putrecords_keep_request_order_per_shard_while_resharding
             let mut target = 1;
             loop {
                 b.update_shard_count("s", target).await.unwrap();
+                common::wait_active(&b, "s").await;
                 target = if target == 1 { 2 } else { 1 };
                 if Instant::now() >= deadline {
                     break;

@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -124,6 +126,7 @@ async fn reshards_under_load_lose_nothing_and_keep_key_order() {
                 b.update_shard_count("s", 4).await.unwrap();
             }
         }
+        common::wait_active(&b, "s").await;
         reshards_done.send_replace(k);
     }
     let mut acked = Vec::new();
@@ -253,6 +256,7 @@ async fn a_subscription_gets_records_live_and_ends_with_the_children() {
     b.split_shard("s", "shardId-000000000000", "1000")
         .await
         .unwrap();
+    common::wait_active(&b, "s").await;
     let mut children = Vec::new();
     for _ in 0..10 {
         let ev = tokio::time::timeout(Duration::from_secs(10), sub.next())

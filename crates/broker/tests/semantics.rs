@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -353,6 +355,7 @@ async fn everything_survives_a_restart() {
         b.split_shard("t", "shardId-000000000000", "100")
             .await
             .unwrap();
+        common::wait_active(&b, "t").await;
         let out = b
             .put_records("s", (0..10).map(|i| rec("k", &format!("v{i}"))).collect())
             .await

@@ -132,15 +132,7 @@ impl Catalogue {
                 uid,
                 ready_at,
                 change,
-            } => {
-                let s = self.stream_mut(*uid)?;
-                s.lineage.apply(change)?;
-                s.updating_until = s.updating_until.max(*ready_at);
-                if let ReshardKind::UniformScaling { .. } = change.kind {
-                    s.count_updates.push(change.at);
-                }
-                Ok(())
-            }
+            } => apply_resharded(self.stream_mut(*uid)?, *ready_at, change),
             Event::RetentionChanged { uid, hours } => {
                 self.stream_mut(*uid)?.retention_hours = *hours;
                 Ok(())
@@ -187,6 +179,14 @@ impl Catalogue {
     }
 
     fn apply_created(&mut self, event: &Event) -> Result<(), String> {
+        let meta = self.created(event)?;
+        self.insert_created(meta)
+    }
+
+    /// The stream a StreamCreated event creates, checked against the catalogue but not
+    /// added to it (a caller builds it outside the catalogue's lock, then adds it with
+    /// [`Catalogue::insert_created`]). `Err` as [`Catalogue::apply`].
+    pub fn created(&self, event: &Event) -> Result<StreamMeta, String> {
         let Event::StreamCreated {
             uid,
             name,
@@ -227,15 +227,136 @@ impl Catalogue {
             deleting: None,
             lineage: Lineage::initial(*shard_count, *created),
         };
+        Ok(meta)
+    }
+
+    /// Adds a stream built by [`Catalogue::created`], checking again that its uid is the
+    /// next one and its name is free.
+    pub fn insert_created(&mut self, meta: StreamMeta) -> Result<(), String> {
+        if meta.uid != self.uid_next || self.names.contains_key(&meta.name) {
+            return Err(format!(
+                "stream {:?} (uid {}) no longer fits the catalogue",
+                meta.name, meta.uid
+            ));
+        }
         self.uid_next += 1;
-        self.names.insert(name.clone(), *uid);
-        self.streams.insert(*uid, meta);
+        self.names.insert(meta.name.clone(), meta.uid);
+        self.streams.insert(meta.uid, meta);
         Ok(())
+    }
+
+    /// The stream a reshard event changes, as it is after the event: a copy, built without
+    /// touching the catalogue (so a caller can build it outside the catalogue's lock and
+    /// swap it in with [`Catalogue::replace`]). `Err` as [`Catalogue::apply`].
+    pub fn resharded(&self, event: &Event) -> Result<StreamMeta, String> {
+        let Event::Resharded {
+            uid,
+            ready_at,
+            change,
+        } = event
+        else {
+            return Err("not a reshard event".into());
+        };
+        let mut s = self
+            .streams
+            .get(uid)
+            .ok_or_else(|| format!("event names unknown stream uid {uid}"))?
+            .clone();
+        apply_resharded(&mut s, *ready_at, change)?;
+        Ok(s)
+    }
+
+    /// Puts `s` in place of the stream with its uid (and name); returns the one replaced.
+    pub fn replace(&mut self, s: StreamMeta) -> Result<StreamMeta, String> {
+        let old = self.stream_mut(s.uid)?;
+        if old.name != s.name {
+            return Err(format!(
+                "stream uid {} is {}, not {}",
+                s.uid, old.name, s.name
+            ));
+        }
+        Ok(std::mem::replace(old, s))
     }
 
     fn stream_mut(&mut self, uid: u64) -> Result<&mut StreamMeta, String> {
         self.streams
             .get_mut(&uid)
             .ok_or_else(|| format!("event names unknown stream uid {uid}"))
+    }
+}
+
+/// A journaled reshard applied to its stream.
+fn apply_resharded(
+    s: &mut StreamMeta,
+    ready_at: TimestampMs,
+    change: &Reshard,
+) -> Result<(), String> {
+    s.lineage.apply(change)?;
+    s.updating_until = s.updating_until.max(ready_at);
+    if let ReshardKind::UniformScaling { .. } = change.kind {
+        s.count_updates.push(change.at);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_storage::SeqNo;
+
+    fn created(uid: u64, name: &str, shards: u32) -> Event {
+        Event::StreamCreated {
+            uid,
+            name: name.into(),
+            shard_count: shards,
+            retention_hours: 24,
+            max_record_size_kib: 1024,
+            tags: BTreeMap::new(),
+            created: TimestampMs(1),
+            ready_at: TimestampMs(1),
+        }
+    }
+
+    fn resize(c: &Catalogue, uid: u64, target: u32) -> Event {
+        let plan = c.by_uid(uid).unwrap().lineage.plan_uniform(target);
+        Event::Resharded {
+            uid,
+            ready_at: TimestampMs(5),
+            change: Reshard {
+                kind: ReshardKind::UniformScaling { target },
+                at: TimestampMs(2),
+                creates: plan.creates,
+                closes: plan.closes.into_iter().map(|id| (id, SeqNo(0))).collect(),
+            },
+        }
+    }
+
+    /// Building a change outside the catalogue and swapping it in gives what applying it
+    /// in place gives; a stale build is refused, not swapped in.
+    #[test]
+    fn built_outside_then_swapped_in_equals_applied_in_place() {
+        let mut in_place = Catalogue::default();
+        let mut swapped = Catalogue::default();
+        let event = created(0, "s", 10);
+        in_place.apply(&event).unwrap();
+        let meta = swapped.created(&event).unwrap();
+        swapped.insert_created(meta.clone()).unwrap();
+        assert_eq!(in_place, swapped);
+        assert!(
+            swapped.insert_created(meta).is_err(),
+            "uid and name now taken"
+        );
+
+        let event = resize(&in_place, 0, 13);
+        in_place.apply(&event).unwrap();
+        let after = swapped.resharded(&event).unwrap();
+        let mut renamed = after.clone();
+        renamed.name = "t".into();
+        assert!(swapped.replace(renamed).is_err());
+        let before = swapped.replace(after).unwrap();
+        assert_eq!(in_place, swapped);
+        assert_eq!(before.lineage.open_count(), 10);
+        assert!(swapped.resharded(&created(1, "u", 1)).is_err());
+        assert!(swapped.resharded(&event).is_err(), "the same closes twice");
     }
 }

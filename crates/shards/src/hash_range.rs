@@ -156,7 +156,7 @@ pub fn uniform_boundaries(count: u32) -> Vec<HashKey> {
 
 /// `floor(2^128 / count)`, computed without overflow; saturates at 2^128-1 for one shard
 /// (where the step is never multiplied by anything but 0).
-fn uniform_step(count: u32) -> u128 {
+pub(crate) fn uniform_step(count: u32) -> u128 {
     assert!(count >= 1, "a stream has at least one shard");
     let count = u128::from(count);
     // 2^128 = (2^128 - 1) + 1, so floor(2^128 / n) = floor((2^128-1) / n) + carry, where the

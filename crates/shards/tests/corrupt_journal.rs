@@ -37,6 +37,7 @@ fn history() -> SimFs {
         TimestampMs(12),
     )
     .unwrap();
+    common::settle(&m, 12);
     let tags = BTreeMap::from([("team".to_string(), "ingest".to_string())]);
     m.add_tags("b", &tags, TimestampMs(13)).unwrap();
     m.increase_retention("b", 48, TimestampMs(14)).unwrap();
@@ -180,6 +181,7 @@ fn split_stream(parent_records: usize) -> (SimFs, ShardManager, Vec<u8>) {
         TimestampMs(12),
     )
     .unwrap();
+    common::settle(&m, 12);
     assert!(
         fs.read_file(&journal()).unwrap().starts_with(&before_split),
         "the split was compacted into a snapshot; the test needs it in the journal"
@@ -281,6 +283,13 @@ fn a_lost_journal_tail_sets_aside_shards_holding_records_never_deletes_them() {
 #[test]
 fn empty_children_of_an_unjournaled_split_are_still_removed() {
     let (fs, m, before_split) = split_stream(0);
+    // Reading the children creates their (empty) logs.
+    for child in 0..3 {
+        m.shard("s", ShardId::new(child).unwrap(), TimestampMs(13))
+            .unwrap();
+    }
+    let uid = m.describe_stream("s", TimestampMs(13)).unwrap().uid;
+    assert_eq!(common::shard_dirs(&fs, uid).len(), 3);
     drop(m);
     fs.overwrite_file(&journal(), &before_split).unwrap();
     let m = open_sim(&fs, config(), 20).unwrap();

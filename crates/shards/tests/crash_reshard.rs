@@ -1,8 +1,9 @@
-//! Crash at every mutating disk operation of a split and of a merge (a power cut after `k`
-//! operations, for every `k`, with and without a torn write, dropping or tearing unsynced
-//! bytes), then reopen: each stream is wholly before or wholly after the change, no shard
-//! directory is orphaned, every open shard has an unsealed log, the records put before are
-//! all still there, and the reopened manager keeps working.
+//! Crash at every mutating disk operation of a split and of a merge, from the call to the
+//! end of the background work that commits it (a power cut after `k` operations, for every
+//! `k`, with and without a torn write, dropping or tearing unsynced bytes), then reopen:
+//! each stream is wholly before or wholly after the change, no shard directory is
+//! orphaned, every open shard has an unsealed log, the records put before are all still
+//! there, and the reopened manager keeps working.
 //!
 //! Seeded: set `SLUICE_SEED` to rerun one seed; the seed is in every failure message.
 
@@ -11,7 +12,7 @@
 
 mod common;
 
-use common::{DATA, open_sim, put, shard_dirs, state};
+use common::{DATA, open_sim, put, settle, shard_dirs, state};
 use sluice_shards::ManagerConfig;
 use sluice_shards::{CreateStream, HashKey, ShardId, ShardManager, ShardState, StreamDescription};
 use sluice_storage::{CrashMode, FileSystem, SimFs, TimestampMs};
@@ -43,26 +44,44 @@ fn setup() -> (SimFs, ShardManager) {
     (fs, m)
 }
 
-fn split(m: &ShardManager) -> sluice_shards::Result<()> {
+/// An operation and the background work that commits it; `Ok` once it committed.
+type Op = fn(&ShardManager) -> Result<(), String>;
+
+fn split(m: &ShardManager) -> Result<(), String> {
     m.split_shard(
         "s",
         ShardId::new(0).unwrap(),
         HashKey(1 << 126),
         TimestampMs(T1),
     )
+    .map_err(|e| e.to_string())?;
+    finish(m)
 }
 
-fn merge(m: &ShardManager) -> sluice_shards::Result<()> {
+fn merge(m: &ShardManager) -> Result<(), String> {
     m.merge_shards(
         "s",
         ShardId::new(0).unwrap(),
         ShardId::new(1).unwrap(),
         TimestampMs(T1),
     )
+    .map_err(|e| e.to_string())?;
+    finish(m)
+}
+
+/// Runs the background work of an accepted reshard: `Ok` when it committed.
+fn finish(m: &ShardManager) -> Result<(), String> {
+    let report = m
+        .run_pending(&|| TimestampMs(T1))
+        .map_err(|e| e.to_string())?;
+    match report.reshards_committed.len() {
+        1 => Ok(()),
+        _ => Err(format!("not committed: {report:?}")),
+    }
 }
 
 /// The state after the operation ran without faults.
-fn expected_after(op: fn(&ShardManager) -> sluice_shards::Result<()>) -> Vec<StreamDescription> {
+fn expected_after(op: Op) -> Vec<StreamDescription> {
     let (_fs, m) = setup();
     op(&m).unwrap();
     state(&m, T1)
@@ -81,7 +100,7 @@ fn record_count(m: &ShardManager, d: &StreamDescription) -> u64 {
         .sum()
 }
 
-fn crash_everywhere(name: &str, op: fn(&ShardManager) -> sluice_shards::Result<()>) {
+fn crash_everywhere(name: &str, op: Op) {
     let seed = common::seed(0x5EED);
     let after = expected_after(op);
     let modes = [CrashMode::DropUnsynced, CrashMode::TornTail { seed }];
@@ -140,8 +159,9 @@ fn crash_everywhere(name: &str, op: fn(&ShardManager) -> sluice_shards::Result<(
     eprintln!("{name}: {iterations} crashes checked");
 }
 
-/// What must hold after any crash: directories match the catalogue exactly, open logs are
-/// unsealed, closed ones sealed, no record was lost, and the manager takes more changes.
+/// What must hold after any crash: every directory is a live shard's (shards never
+/// written need none), open logs are unsealed, closed ones sealed, no record was lost, and
+/// the manager takes more changes.
 fn check_recovered(fs: &SimFs, m: &ShardManager, d: &StreamDescription, ctx: &str) {
     let live: Vec<String> = d
         .shards
@@ -149,10 +169,10 @@ fn check_recovered(fs: &SimFs, m: &ShardManager, d: &StreamDescription, ctx: &st
         .filter(|s| s.state() != ShardState::Expired)
         .map(|s| s.id().to_string())
         .collect();
-    assert_eq!(
-        shard_dirs(fs, d.uid),
-        live,
-        "{ctx}: shard directories differ from the catalogue"
+    let dirs = shard_dirs(fs, d.uid);
+    assert!(
+        dirs.iter().all(|dir| live.contains(dir)),
+        "{ctx}: directories {dirs:?} that no live shard of {live:?} names"
     );
     let streams = fs
         .list_dir(&std::path::Path::new(DATA).join("streams"))
@@ -168,6 +188,7 @@ fn check_recovered(fs: &SimFs, m: &ShardManager, d: &StreamDescription, ctx: &st
     let target = d.open_shard_count as u32 + 1;
     m.update_shard_count("s", target, TimestampMs(T1 + 2))
         .unwrap_or_else(|e| panic!("{ctx}: resize after recovery failed: {e}"));
+    assert_eq!(settle(m, T1 + 2).reshards_committed.len(), 1, "{ctx}");
     common::check_stream(m, "s", T1 + 2, &[0, 1 << 126, u128::MAX]);
 }
 
@@ -210,6 +231,8 @@ fn an_io_error_at_every_sync_of_a_split_poisons_or_rolls_back() {
             TimestampMs(T1),
         ) {
             Err(sluice_shards::Error::Poisoned { .. }) => poisoned_seen = true,
+            // The failed sync was a new shard log's, created by this very route.
+            Err(sluice_shards::Error::Storage(_)) => {}
             Ok(_) => assert_eq!(
                 state(&m, T1),
                 before,

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{check_stream, config, open_sim, put, state};
+use common::{check_stream, config, open_sim, put, settle, state};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use sluice_shards::{CreateStream, HashKey, ShardManager, ShardState};
@@ -98,6 +98,7 @@ impl Model {
                 }
                 let key = start + 2 + cut % (end - start - 2);
                 self.m().split_shard(&name, id, HashKey(key), now).unwrap();
+                settle(self.m(), self.now);
             }
             Op::Merge { stream, pair } => {
                 let Some(name) = pick(stream, &self.names) else {
@@ -111,6 +112,7 @@ impl Model {
                 self.m()
                     .merge_shards(&name, open[i].0, open[i + 1].0, now)
                     .unwrap();
+                settle(self.m(), self.now);
             }
             Op::Update { stream, target } => {
                 let Some(name) = pick(stream, &self.names) else {
@@ -121,6 +123,7 @@ impl Model {
                 let target = lo + target.index((hi - lo + 1) as usize) as u32;
                 let out = self.m().update_shard_count(&name, target, now).unwrap();
                 assert_eq!((out.current, out.target), (current, target));
+                settle(self.m(), self.now);
                 assert_eq!(self.open(&name).len() as u32, target);
             }
             Op::Put { stream, key } => {

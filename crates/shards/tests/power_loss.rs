@@ -1,7 +1,8 @@
 #![allow(clippy::unwrap_used)]
 //! Power loss at scale over storage and the shard manager together: thousands of tiny
 //! seeded scenarios, each a random mix of puts (one record or a batch), splits, merges and
-//! UpdateShardCount on a simulated disk, cut off by a power loss after a random number of
+//! UpdateShardCount (with puts, sometimes, between the call and the background work that
+//! commits it) on a simulated disk, cut off by a power loss after a random number of
 //! disk operations (the last write torn), then a crash that drops every unsynced byte and
 //! name (or keeps a torn prefix of unsynced appends), and a reopen.
 //!
@@ -156,6 +157,14 @@ fn reshard(m: &ShardManager, acked: &mut Acked, rng: &mut SplitMix, t: Timestamp
     };
     if result.is_err() {
         return false;
+    }
+    // Puts may arrive while the reshard is pending: they still go to the parents.
+    if rng.chance_half() && !put(m, acked, 1 + rng.below(4), t) {
+        return false;
+    }
+    match m.run_pending(&|| t) {
+        Ok(report) if !report.reshards_committed.is_empty() => {}
+        _ => return false,
     }
     for s in m.describe_stream(STREAM, t).unwrap().shards {
         acked.shards.insert(s.id(), s);
@@ -320,6 +329,8 @@ fn scenario(seed: u64, ctx: &str) -> (bool, usize) {
     let open = open_shards(&m, now(102)).len() as u32;
     m.update_shard_count(STREAM, open + 1, now(102))
         .unwrap_or_else(|e| panic!("{ctx}: resize after recovery failed: {e}"));
+    let report = m.run_pending(&|| now(102)).unwrap();
+    assert_eq!(report.reshards_committed.len(), 1, "{ctx}");
     drop(m);
     let m = open_sim(&fs, config(), T0 + 200).unwrap();
     check(&fs, &m, &acked, now(200), &format!("{ctx}, clean reopen"));

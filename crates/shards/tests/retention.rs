@@ -28,6 +28,7 @@ fn an_expired_closed_shard_loses_its_log_but_keeps_its_lineage() {
         TimestampMs(T + 10),
     )
     .unwrap();
+    common::settle(&m, T + 10);
     let parent_dir = m
         .shard("s", ShardId::new(0).unwrap(), TimestampMs(T))
         .unwrap()
@@ -104,6 +105,7 @@ fn decreasing_retention_expires_closed_shards_sooner() {
         TimestampMs(T),
     )
     .unwrap();
+    common::settle(&m, T);
     let day = T + 24 * HOUR_MS;
     assert!(m.tick(TimestampMs(day)).unwrap().shards_expired.is_empty());
     m.decrease_retention("s", 24, TimestampMs(day)).unwrap();
@@ -117,6 +119,8 @@ fn start_up_removes_directories_no_live_shard_names() {
     m.create_stream(&CreateStream::new("s", 2), TimestampMs(T))
         .unwrap();
     let uid = m.describe_stream("s", TimestampMs(T)).unwrap().uid;
+    // Shard 0 gets its directory with its first record; shard 1 never has one.
+    common::put_hash(&m, "s", 0, T);
     drop(m);
     let streams = dir.path().join("streams");
     let stream = streams.join(format!("{uid:020}"));
@@ -133,27 +137,60 @@ fn start_up_removes_directories_no_live_shard_names() {
         assert!(!s.exists(), "{} survived start-up", s.display());
     }
     assert!(stream.join("shardId-000000000000").exists());
+    assert!(!stream.join("shardId-000000000001").exists());
     common::check_stream(&m, "s", T, &[0, u128::MAX]);
 }
 
+/// A shard's directory is created with its first record and is durable before that
+/// record is acknowledged, so only damage (not a crash) removes one. Start-up refuses to
+/// serve a shard the journal says closed holding records when its log is missing; an open
+/// shard's missing directory cannot be told from one never written and reads as empty.
 #[test]
-fn a_missing_log_of_a_live_shard_is_reported_not_recreated() {
+fn a_missing_log_of_a_shard_that_closed_with_records_is_reported_not_recreated() {
     let dir = tempfile::tempdir().unwrap();
     let m = open_real(dir.path(), config(), T).unwrap();
     m.create_stream(&CreateStream::new("s", 1), TimestampMs(T))
         .unwrap();
-    let log_dir = m
-        .shard("s", ShardId::new(0).unwrap(), TimestampMs(T))
+    common::put_hash(&m, "s", 0, T);
+    m.split_shard(
+        "s",
+        ShardId::new(0).unwrap(),
+        HashKey(1 << 127),
+        TimestampMs(T),
+    )
+    .unwrap();
+    common::settle(&m, T);
+    common::put_hash(&m, "s", 0, T);
+    let log_dir = |m: &sluice_shards::ShardManager, i| {
+        m.shard("s", ShardId::new(i).unwrap(), TimestampMs(T))
+            .unwrap()
+            .log
+            .unwrap()
+            .dir()
+            .to_path_buf()
+    };
+    let (parent, child) = (log_dir(&m, 0), log_dir(&m, 1));
+    drop(m);
+
+    std::fs::remove_dir_all(&child).unwrap();
+    let m = open_real(dir.path(), config(), T).unwrap();
+    let read = m
+        .shard("s", ShardId::new(1).unwrap(), TimestampMs(T))
         .unwrap()
         .log
         .unwrap()
-        .dir()
-        .to_path_buf();
+        .read(sluice_storage::SeqNo(0), 10, 1 << 20)
+        .unwrap();
+    assert!(
+        read.records.is_empty(),
+        "an open shard's lost log reads as empty"
+    );
     drop(m);
-    std::fs::remove_dir_all(&log_dir).unwrap();
+
+    std::fs::remove_dir_all(&parent).unwrap();
     let err = open_real(dir.path(), config(), T).unwrap_err();
     assert!(
-        matches!(&err, sluice_shards::Error::Corrupt { path, .. } if *path == log_dir),
+        matches!(&err, sluice_shards::Error::Corrupt { path, .. } if *path == parent),
         "{err:?}"
     );
 }

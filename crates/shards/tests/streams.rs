@@ -9,7 +9,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{config, open_sim, put};
+use common::{config, open_sim, put, settle};
 use sluice_shards::{
     CreateStream, Error, HashKey, ManagerConfig, RouteKey, ShardId, ShardManager, StreamStatus,
 };
@@ -96,6 +96,12 @@ fn lifecycle_follows_the_configured_delay() {
     assert_eq!(status, StreamStatus::Updating);
     m.add_tags("s", &BTreeMap::from([("k".into(), "v".into())]), at(700))
         .unwrap();
+    // Committed at 800, the split still shows UPDATING until the delay from the call ends.
+    assert_eq!(settle(&m, T.0 + 800).reshards_committed.len(), 1);
+    assert_eq!(
+        m.describe_stream("s", at(1099)).unwrap().status,
+        StreamStatus::Updating
+    );
     assert_eq!(
         m.describe_stream("s", at(1100)).unwrap().status,
         StreamStatus::Active
@@ -220,6 +226,7 @@ fn split_shard_errors_use_the_kinesis_messages() {
     );
     not_found(m.split_shard("nope", id(0), HashKey(5), T));
     m.split_shard("s", id(0), HashKey(2), T).unwrap();
+    settle(&m, T.0);
     let msg = invalid(m.split_shard("s", id(0), HashKey(1 << 100), T));
     assert!(
         msg.ends_with(
@@ -240,6 +247,7 @@ fn merge_shards_needs_the_lower_shard_first_and_adjacency() {
     invalid(m.merge_shards("s", id(0), id(2), T));
     not_found(m.merge_shards("s", id(0), id(7), T));
     m.merge_shards("s", id(0), id(1), T).unwrap();
+    settle(&m, T.0);
     invalid(m.merge_shards("s", id(0), id(2), T));
     let d = m.describe_stream("s", T).unwrap();
     let child = &d.shards[3];
@@ -266,7 +274,9 @@ fn update_shard_count_limits() {
     );
     invalid(m.update_shard_count("s", 0, T));
     m.update_shard_count("s", 8, T).unwrap();
+    settle(&m, T.0);
     m.update_shard_count("s", 5, T).unwrap();
+    settle(&m, T.0);
     assert!(limit(m.update_shard_count("s", 6, T)).contains("24 hours"));
     let next_day = TimestampMs(T.0 + 24 * 3_600_000);
     let out = m.update_shard_count("s", 6, next_day).unwrap();
@@ -342,6 +352,7 @@ fn a_split_seals_the_parent_with_its_ending_sequence() {
     }
     let before = m.route("s", RouteKey::PartitionKey(b"k"), T).unwrap();
     m.split_shard("s", id(0), HashKey(1 << 127), T).unwrap();
+    settle(&m, T.0);
     // An append racing the split lands on the sealed parent and is refused; routing again
     // finds a child.
     let err = before
@@ -366,4 +377,71 @@ fn a_split_seals_the_parent_with_its_ending_sequence() {
     assert!(shard == id(1) || shard == id(2));
     assert_eq!(seq, sluice_storage::SeqNo(0));
     assert_eq!(m.list_shards("s", T).unwrap().len(), 3);
+}
+
+#[test]
+fn a_pending_split_shows_updating_and_keeps_the_parent_until_it_commits() {
+    let m = with_stream(1);
+    m.split_shard("s", id(0), HashKey(1 << 127), T).unwrap();
+    let d = m.describe_stream("s", T).unwrap();
+    assert_eq!(
+        (d.status, d.shards.len(), d.open_shard_count),
+        (StreamStatus::Updating, 1, 1)
+    );
+    assert_eq!(
+        m.list_streams(None, 10, T).unwrap().streams[0].status,
+        StreamStatus::Updating
+    );
+    // Kinesis: during a pending split the parent still receives.
+    assert_eq!(put(&m, "s", b"k", b"before", T.0).0, id(0));
+    let (status, msg) = in_use(m.update_shard_count("s", 2, T));
+    assert_eq!(status, StreamStatus::Updating);
+    assert_eq!(
+        msg,
+        "Stream s under account 000000000000 not ACTIVE, instead in state UPDATING"
+    );
+    in_use(m.increase_retention("s", 48, T));
+    let report = settle(&m, T.0);
+    assert_eq!(report.reshards_committed, vec![d.uid]);
+    let d = m.describe_stream("s", T).unwrap();
+    assert_eq!((d.status, d.open_shard_count), (StreamStatus::Active, 2));
+    assert_eq!(d.shards[0].ending_seq(), Some(sluice_storage::SeqNo(0)));
+    assert_ne!(put(&m, "s", b"k", b"after", T.0).0, id(0));
+}
+
+#[test]
+fn a_reshard_pending_when_its_stream_is_deleted_is_given_up() {
+    let m = manager(ManagerConfig {
+        status_delay_ms: 100,
+        ..config()
+    });
+    m.create_stream(&CreateStream::new("s", 2), T).unwrap();
+    let later = TimestampMs(T.0 + 100);
+    m.merge_shards("s", id(0), id(1), later).unwrap();
+    m.delete_stream("s", later).unwrap();
+    assert_eq!(
+        m.describe_stream("s", later).unwrap().status,
+        StreamStatus::Deleting
+    );
+    let report = settle(&m, later.0);
+    assert_eq!(report.reshards_abandoned.len(), 1);
+    assert!(report.reshards_committed.is_empty());
+    assert_eq!(m.describe_stream("s", later).unwrap().shards.len(), 2);
+    let report = settle(&m, later.0 + 100);
+    assert_eq!(report.streams_purged_uids.len(), 1);
+    not_found(m.describe_stream("s", TimestampMs(later.0 + 100)));
+}
+
+#[test]
+fn describe_pages_copy_only_the_shards_asked_for() {
+    let m = with_stream(5);
+    let (d, more) = m.describe_stream_page("s", Some(id(1)), 2, T).unwrap();
+    let ids: Vec<ShardId> = d.shards.iter().map(|s| s.id()).collect();
+    assert_eq!((ids, more), (vec![id(2), id(3)], true));
+    let (d, more) = m.describe_stream_page("s", Some(id(3)), 2, T).unwrap();
+    assert_eq!((d.shards.len(), more), (1, false));
+    let (d, more) = m.describe_stream_page("s", None, 0, T).unwrap();
+    assert_eq!((d.shards.len(), more, d.open_shard_count), (0, true, 5));
+    let (d, more) = m.describe_stream_page("s", Some(id(4)), 100, T).unwrap();
+    assert_eq!((d.shards.len(), more), (0, false));
 }

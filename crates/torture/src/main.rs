@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! sluice-torture --server target/release/sluice --cycles 1000 [--seed S] [--data-dir DIR]
-//!                [--seconds-per-cycle 0.5]
+//!                [--seconds-per-cycle 0.5] [--shards 2]
 //! ```
 //!
 //! Each cycle: (sometimes) start the server and kill it again within its start-up
@@ -56,6 +56,10 @@ struct Args {
     /// The longest a workload runs before its kill, seconds.
     #[arg(long, default_value_t = 0.5)]
     seconds_per_cycle: f64,
+    /// Shards the stream is created with. With hundreds, the resharder's resizes seal and
+    /// create hundreds of shards in the background, and the kills land inside that work.
+    #[arg(long, default_value_t = 2)]
+    shards: u32,
 }
 
 /// Counts for the summary.
@@ -152,7 +156,7 @@ async fn run(
             Err(e) => return vec![failure(cycle, e)],
         };
         if cycle == 0 {
-            if let Err(e) = create_stream(&mut client, model).await {
+            if let Err(e) = create_stream(&mut client, model, args.shards).await {
                 return vec![failure(cycle, e)];
             }
         } else {
@@ -210,6 +214,7 @@ async fn run_workload(
         })),
         stop: Arc::new(AtomicBool::new(false)),
         reshard_starting: Arc::new(Notify::new()),
+        initial_shards: args.shards as usize,
     };
     let tasks = workload::spawn(client, &shared, rng);
     let window_ms = (args.seconds_per_cycle.max(0.001) * 1000.0) as u64;
@@ -245,11 +250,15 @@ async fn run_workload(
     found
 }
 
-/// Creates the stream (two shards) and records its shards as fact.
-async fn create_stream(client: &mut server::Client, model: &mut Model) -> Result<(), String> {
+/// Creates the stream and records its shards as fact.
+async fn create_stream(
+    client: &mut server::Client,
+    model: &mut Model,
+    shards: u32,
+) -> Result<(), String> {
     let request = pb::CreateStreamRequest {
         stream_name: STREAM.into(),
-        shard_count: 2,
+        shard_count: shards,
         ..Default::default()
     };
     client

@@ -21,8 +21,12 @@ pub const STREAM: &str = "torture";
 pub const PRODUCERS: u32 = 3;
 /// The most records in one PutRecords call.
 const BATCH_MAX: u64 = 20;
-/// The most open shards the resharder lets the stream reach.
+/// The most open shards the resharder lets a small stream (the default, two shards)
+/// reach; a stream created with more may grow to twice its first count.
 const OPEN_SHARDS_MAX: usize = 5;
+/// How long the resharder waits for an accepted change to be carried out (the stream to
+/// turn ACTIVE again) before it stops waiting; a bound, far above what a change takes.
+const ACTIVE_WAIT: Duration = Duration::from_secs(120);
 /// Calls one task makes in a cycle at most (a bound on every loop).
 const CALLS_MAX: u64 = 100_000;
 
@@ -48,8 +52,12 @@ pub struct Shared {
     pub outcome: Arc<Mutex<Outcome>>,
     /// Set once the server has been killed: tasks stop at their next failure.
     pub stop: Arc<AtomicBool>,
-    /// Signalled just before each reshard request, so the kill can land inside it.
+    /// Signalled just before each reshard request, so the kill can land inside it (or, on
+    /// a stream of hundreds of shards, inside the background work that carries it out).
     pub reshard_starting: Arc<Notify>,
+    /// The stream's shard count at creation: above [`OPEN_SHARDS_MAX`], the resharder
+    /// resizes it by up to half each way.
+    pub initial_shards: usize,
 }
 
 impl Shared {
@@ -298,8 +306,10 @@ async fn subscribe(mut client: Client, shared: Shared, mut rng: Rng) {
 }
 
 /// The resharder: now and then a split, a merge, an UpdateShardCount or a retention
-/// change; after each acknowledged one, the shard listing is recorded as fact.
+/// change; after each acknowledged one has been carried out (the stream is ACTIVE again:
+/// reshards run in the background), the shard listing is recorded as fact.
 async fn reshard(mut client: Client, shared: Shared, mut rng: Rng) {
+    let open_max = OPEN_SHARDS_MAX.max(2 * shared.initial_shards);
     for _ in 0..CALLS_MAX {
         tokio::time::sleep(Duration::from_millis(20 + rng.below(150))).await;
         let Ok(before) = list_shards(&mut client).await else {
@@ -312,7 +322,7 @@ async fn reshard(mut client: Client, shared: Shared, mut rng: Rng) {
         open.sort_by_key(|s| hash_start(s));
         shared.reshard_starting.notify_one();
         let (result, added) = match rng.below(8) {
-            0..=2 if open.len() < OPEN_SHARDS_MAX => {
+            0..=2 if open.len() < open_max => {
                 let Some(shard) = open.get(rng.below(open.len() as u64) as usize) else {
                     continue;
                 };
@@ -342,7 +352,7 @@ async fn reshard(mut client: Client, shared: Shared, mut rng: Rng) {
             6 => {
                 let request = pb::UpdateShardCountRequest {
                     stream_name: STREAM.into(),
-                    target_shard_count: 1 + rng.below(4) as u32,
+                    target_shard_count: resize_target(open.len(), shared.initial_shards, &mut rng),
                 };
                 (client.update_shard_count(request).await.map(drop), 0)
             }
@@ -350,6 +360,9 @@ async fn reshard(mut client: Client, shared: Shared, mut rng: Rng) {
         };
         match result {
             Ok(()) => {
+                if !wait_active(&mut client, &shared).await {
+                    return;
+                }
                 shared.lock().reshards_now += 1;
                 if let Ok(after) = list_shards(&mut client).await {
                     record_shards(&mut shared.lock().model, &after, before.len() + added);
@@ -359,6 +372,47 @@ async fn reshard(mut client: Client, shared: Shared, mut rng: Rng) {
             Err(_) => {}
         }
     }
+}
+
+/// An UpdateShardCount target: 1 to 4 for a small stream; for one created with hundreds
+/// of shards, anything from half to one and a half times the open count, within half to
+/// twice its first count (so most resizes seal and create hundreds of shards).
+fn resize_target(open: usize, initial: usize, rng: &mut Rng) -> u32 {
+    if initial <= OPEN_SHARDS_MAX {
+        return 1 + rng.below(4) as u32;
+    }
+    let low = open.div_ceil(2).max(initial / 2).max(1);
+    let high = (open + open / 2).min(2 * initial).max(low);
+    (low + rng.below((high - low + 1) as u64) as usize) as u32
+}
+
+/// Waits until the stream is ACTIVE again after an accepted change; `false` once the
+/// server is gone (killed) or the wait passed its bound.
+async fn wait_active(client: &mut Client, shared: &Shared) -> bool {
+    let deadline = tokio::time::Instant::now() + ACTIVE_WAIT;
+    while tokio::time::Instant::now() < deadline {
+        let request = pb::DescribeStreamRequest {
+            stream_name: STREAM.into(),
+            limit: Some(1),
+            exclusive_start_shard_id: None,
+        };
+        match client.describe_stream(request).await {
+            Ok(reply) => {
+                let active = pb::StreamStatus::Active as i32;
+                let status = reply
+                    .into_inner()
+                    .stream_description
+                    .map(|d| d.stream_status);
+                if status == Some(active) {
+                    return true;
+                }
+            }
+            Err(_) if shared.stopped() => return false,
+            Err(_) => {}
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    false
 }
 
 /// Raises or lowers the retention period (24 h is the Kinesis minimum, so nothing expires

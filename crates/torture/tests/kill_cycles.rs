@@ -1,7 +1,8 @@
 #![allow(clippy::unwrap_used)]
-//! CI's run of `sluice-torture`: 50 SIGKILL cycles of the real `sluice` server under the
-//! mixed workload, with every check after every restart. Bounded: short cycles, and the
-//! process is killed if it runs past its limit.
+//! CI's runs of `sluice-torture`: 50 SIGKILL cycles of the real `sluice` server under the
+//! mixed workload, and a dozen on a stream of hundreds of shards whose resizes run in the
+//! background when the kill lands, with every check after every restart. Bounded: short
+//! cycles, and the process is killed if it runs past its limit.
 //!
 //! The seed is printed (by `sluice-torture`) and taken from `SLUICE_SEED` when set.
 //! Longer runs: see docs/RELIABILITY.md.
@@ -31,13 +32,32 @@ fn sluice_binary() -> PathBuf {
 
 #[test]
 fn fifty_kill_cycles_lose_nothing_acknowledged() {
+    run_torture(&["--cycles", "50", "--seconds-per-cycle", "0.3"]);
+}
+
+/// Issue 13: the kills land inside the background work of resizes that seal and create
+/// hundreds of shards (and inside the first writes to hundreds of new shard logs).
+#[test]
+fn kill_cycles_inside_resizes_of_hundreds_of_shards_lose_nothing_acknowledged() {
+    run_torture(&[
+        "--cycles",
+        "12",
+        "--seconds-per-cycle",
+        "0.5",
+        "--shards",
+        "200",
+    ]);
+}
+
+fn run_torture(args: &[&str]) {
     let server = sluice_binary();
     let data = tempfile::tempdir().unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_sluice-torture"));
     command
         .arg("--server")
         .arg(&server)
-        .args(["--cycles", "50", "--seconds-per-cycle", "0.3", "--data-dir"])
+        .args(args)
+        .arg("--data-dir")
         .arg(data.path().join("torture"));
     if let Ok(seed) = std::env::var("SLUICE_SEED") {
         command.args(["--seed", &seed]);

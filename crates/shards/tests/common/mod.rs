@@ -74,6 +74,30 @@ pub fn put(m: &ShardManager, stream: &str, key: &[u8], data: &[u8], now: u64) ->
     panic!("route kept returning sealed shards");
 }
 
+/// Puts one record with an explicit hash key (so the caller picks the shard).
+pub fn put_hash(m: &ShardManager, stream: &str, hash: u128, now: u64) -> (ShardId, SeqNo) {
+    let route = m
+        .route(
+            stream,
+            RouteKey::ExplicitHashKey(sluice_shards::HashKey(hash)),
+            TimestampMs(now),
+        )
+        .unwrap();
+    let record = RecordIn {
+        partition_key: b"k",
+        explicit_hash_key: Some(hash.to_be_bytes()),
+        data: b"data",
+    };
+    let a = route.log.append(&[record], TimestampMs(now)).unwrap();
+    (route.shard, a.first)
+}
+
+/// Runs the background work a reshard or deletion left (as the broker's worker would), at
+/// a fixed time.
+pub fn settle(m: &ShardManager, now: u64) -> sluice_shards::WorkReport {
+    m.run_pending(&|| TimestampMs(now)).unwrap()
+}
+
 /// Every stream's description, by name: what "the state" means in comparisons.
 pub fn state(m: &ShardManager, now: u64) -> Vec<StreamDescription> {
     let page = m.list_streams(None, 10_000, TimestampMs(now)).unwrap();
@@ -85,8 +109,27 @@ pub fn state(m: &ShardManager, now: u64) -> Vec<StreamDescription> {
 
 /// Checks the invariants of one stream through the public API: open shards tile the
 /// hash-key space, routing agrees with the ranges, lineage is a DAG where each closed shard
-/// has one or two children, and every live shard has its log (open ones unsealed).
+/// has one or two children, and every live shard has its log (open ones unsealed; reading
+/// a shard creates its log if it had none).
 pub fn check_stream(m: &ShardManager, name: &str, now: u64, probes: &[u128]) {
+    let d = check_tiling(m, name, now, probes);
+    for s in &d.shards {
+        let handle = m.shard(name, s.id(), TimestampMs(now)).unwrap();
+        match (s.state(), &handle.log) {
+            (ShardState::Expired, log) => assert!(log.is_none()),
+            (ShardState::Closed, Some(log)) => {
+                assert!(log.is_sealed());
+                assert_eq!(Some(log.next_seq()), s.closed().map(|c| c.end));
+            }
+            (ShardState::Open, Some(log)) => assert!(!log.is_sealed()),
+            (state, None) => panic!("{name}: {state:?} shard {} has no log", s.id()),
+        }
+    }
+}
+
+/// The part of [`check_stream`] that reads no shard's log (so it creates none): tiling,
+/// routing of the probes (whose shards do get logs), and lineage.
+pub fn check_tiling(m: &ShardManager, name: &str, now: u64, probes: &[u128]) -> StreamDescription {
     let d = m.describe_stream(name, TimestampMs(now)).unwrap();
     let mut open: Vec<&ShardInfo> = d
         .shards
@@ -153,17 +196,8 @@ pub fn check_stream(m: &ShardManager, name: &str, now: u64, probes: &[u128]) {
                 s.id()
             ),
         }
-        let handle = m.shard(name, s.id(), TimestampMs(now)).unwrap();
-        match (s.state(), &handle.log) {
-            (ShardState::Expired, log) => assert!(log.is_none()),
-            (ShardState::Closed, Some(log)) => {
-                assert!(log.is_sealed());
-                assert_eq!(Some(log.next_seq()), s.closed().map(|c| c.end));
-            }
-            (ShardState::Open, Some(log)) => assert!(!log.is_sealed()),
-            (state, None) => panic!("{name}: {state:?} shard {} has no log", s.id()),
-        }
     }
+    d
 }
 
 /// The shard directories that exist on a simulated disk for a stream uid.
