@@ -9,6 +9,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -194,6 +196,7 @@ async fn a_closed_shards_ending_number_positions_at_its_end() {
     b.split_shard("s", SHARD, &(1u128 << 127).to_string())
         .await
         .unwrap();
+    common::wait_active(&b, "s").await;
     let d = describe(&b, "s").await;
     let ending = d.shards[0].ending_sequence_number.clone().unwrap();
     let it = b
