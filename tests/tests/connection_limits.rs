@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use support::Server;
 use support::hostile::{
-    closed_within, connect_from, grpc_end, grpc_head, grpc_prefix, h2_connect, kinesis_addr,
-    kinesis_call, trickle_until_closed, try_kinesis_call_on,
+    closed_within, connect_from, grpc_end, grpc_head, grpc_prefix, h2_connect, kinesis_call,
+    trickle_until_closed, try_kinesis_call_on,
 };
 use tokio::io::AsyncWriteExt;
 
@@ -43,7 +43,7 @@ async fn try_admitted_kinesis_connection(
     server: &Server,
     source: u8,
 ) -> Option<tokio::net::TcpStream> {
-    let mut stream = connect_from(source, kinesis_addr(server)).await;
+    let mut stream = connect_from(source, server.kinesis_addr()).await;
     let request = support::hostile::kinesis_bytes("DescribeLimits", JSON, b"{}", 2);
     stream.write_all(&request).await.ok()?;
     let mut reply = Vec::new();
@@ -87,7 +87,7 @@ fn connections_past_the_caps_are_closed_while_other_clients_are_served() {
             ("SLUICE_NETWORK_CONNECTIONS_PER_CLIENT_MAX", "4"),
         ],
     );
-    let kinesis = kinesis_addr(&server);
+    let kinesis = server.kinesis_addr();
     let grpc = server.addr;
     support::run_async(async {
         // One client takes its four connections; its fifth is closed at once.
@@ -146,7 +146,7 @@ fn slow_and_silent_clients_are_cut_at_the_header_timeout_on_both_listeners() {
             ("SLUICE_NETWORK_IDLE_TIMEOUT", "2s"),
         ],
     );
-    let kinesis = kinesis_addr(&server);
+    let kinesis = server.kinesis_addr();
     let grpc = server.addr;
     support::run_async(async {
         // Headers trickled a byte every 100 ms: bytes keep moving, the request never ends.
@@ -198,7 +198,7 @@ fn silent_connections_are_closed_at_the_idle_timeout() {
             ("SLUICE_NETWORK_IDLE_TIMEOUT", "1s"),
         ],
     );
-    let kinesis = kinesis_addr(&server);
+    let kinesis = server.kinesis_addr();
     let grpc = server.addr;
     support::run_async(async {
         // An HTTP/1.1 keep-alive connection after its request.
@@ -234,7 +234,7 @@ fn a_connection_flood_leaves_the_descriptors_segment_rolls_need() {
         ],
         Some(300),
     );
-    let kinesis = kinesis_addr(&server);
+    let kinesis = server.kinesis_addr();
     support::run_async(async {
         let mut client = server.client().await;
         support::create_active(&mut client, "rolls", 4).await;
@@ -284,7 +284,7 @@ fn a_server_out_of_descriptors_backs_off_instead_of_spinning_and_recovers() {
         ],
         Some(128),
     );
-    let kinesis = kinesis_addr(&server);
+    let kinesis = server.kinesis_addr();
     let pid = server.pid();
     support::run_async(async {
         let mut flood = Vec::new();

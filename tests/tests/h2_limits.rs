@@ -20,8 +20,8 @@ use bytes::Bytes;
 use hyper::Request;
 use support::Server;
 use support::hostile::{
-    GrpcEnd, H2Conn, grpc_end, grpc_head, grpc_prefix, h2_connect, kinesis_addr, kinesis_call,
-    kinesis_head_only, status_kib,
+    GrpcEnd, H2Conn, grpc_end, grpc_head, grpc_prefix, h2_connect, kinesis_call, kinesis_head_only,
+    status_kib,
 };
 
 const JSON: &str = "application/x-amz-json-1.1";
@@ -66,7 +66,7 @@ fn both_listeners_advertise_the_configured_stream_limit() {
         let grpc = advertised_stream_limit(server.addr, grpc_head("ListStreams"), grpc_prefix(0));
         assert_eq!(grpc.await, 7);
         let kinesis = advertised_stream_limit(
-            kinesis_addr(&server),
+            server.kinesis_addr(),
             kinesis_h2_head("ListStreams", 2),
             Bytes::from_static(b"{}"),
         );
@@ -141,7 +141,7 @@ fn half_sent_uploads_are_charged_throttled_and_timed_out_while_others_are_served
             ("SLUICE_NETWORK_BODY_TIMEOUT", "10s"),
         ],
     );
-    let kinesis = kinesis_addr(&server);
+    let kinesis = server.kinesis_addr();
     support::run_async(async {
         let mut client = server.client().await;
         support::create_active(&mut client, "s", 1).await;
@@ -201,7 +201,7 @@ fn the_issues_half_sent_upload_attack_stays_within_the_budget() {
     // Default budgets (256 MiB, 64 MiB per client); a short body timeout ends the test.
     let server = Server::start_with_env(dir.path(), &[("SLUICE_NETWORK_BODY_TIMEOUT", "10s")]);
     let pid = server.pid();
-    let kinesis = kinesis_addr(&server);
+    let kinesis = server.kinesis_addr();
     support::run_async(async {
         let mut client = server.client().await;
         support::create_active(&mut client, "s", 1).await;

@@ -13,9 +13,7 @@
 mod support;
 
 use support::Server;
-use support::hostile::{
-    grpc_end, grpc_head, grpc_prefix, h2_connect, kinesis_addr, kinesis_call, status_kib,
-};
+use support::hostile::{grpc_end, grpc_head, grpc_prefix, h2_connect, kinesis_call, status_kib};
 
 const JSON: &str = "application/x-amz-json-1.1";
 const CBOR: &str = "application/x-amz-cbor-1.1";
@@ -30,7 +28,7 @@ fn many_members(n: usize) -> Vec<u8> {
 fn objects_with_100000_members_are_refused_and_others_are_served() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
-    let kinesis = kinesis_addr(&server);
+    let kinesis = server.kinesis_addr();
     support::run_async(async {
         let body = many_members(100_000);
         assert!(body.len() > 1 << 20);
@@ -63,7 +61,7 @@ fn objects_with_100000_members_are_refused_and_others_are_served() {
 fn bodies_that_would_decode_into_huge_trees_are_refused_within_a_memory_bound() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
-    let kinesis = kinesis_addr(&server);
+    let kinesis = server.kinesis_addr();
     let pid = server.pid();
     support::run_async(async {
         let before_kib = status_kib(pid, "VmHWM");
@@ -102,7 +100,7 @@ fn bodies_that_would_decode_into_huge_trees_are_refused_within_a_memory_bound() 
 fn cbor_errors_are_sentences_not_debug_dumps() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
-    let kinesis = kinesis_addr(&server);
+    let kinesis = server.kinesis_addr();
     support::run_async(async {
         for body in [
             &b"\xa1\x6dShardIterator\x78\xff"[..],
@@ -124,7 +122,7 @@ fn cbor_errors_are_sentences_not_debug_dumps() {
 fn internal_failures_keep_data_directory_paths_out_of_replies() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
-    let kinesis = kinesis_addr(&server);
+    let kinesis = server.kinesis_addr();
     let data_dir = dir.path().display().to_string();
     support::run_async(async {
         let reply = kinesis_call(

@@ -57,21 +57,6 @@ fn subscribe_request(stream: &str, kind: pb::ShardIteratorType) -> pb::Subscribe
     }
 }
 
-fn kinesis_addr(server: &Server) -> SocketAddr {
-    server
-        .log()
-        .iter()
-        .find_map(|line| {
-            line.split("kinesis_addr=")
-                .nth(1)?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .unwrap()
-}
-
 fn stream_arn(stream: &str) -> String {
     format!("arn:aws:kinesis:us-east-1:000000000000:stream/{stream}")
 }
@@ -315,7 +300,7 @@ async fn settled_rss_anon(pid: u32) -> u64 {
 fn subscriptions_of_a_deleted_stream_end_at_once_on_both_apis_and_release_its_files() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
-    let addr = kinesis_addr(&server);
+    let addr = server.kinesis_addr();
     support::run_async(async {
         let mut client = server.client().await;
         fill(&mut client, "doomed", 4).await;
@@ -387,7 +372,7 @@ fn stalled_subscribers_hold_no_more_than_the_budget_and_past_the_caps_are_refuse
             ("SLUICE_LIMITS_SUBSCRIPTIONS_MAX", "61"),
         ],
     );
-    let addr = kinesis_addr(&server);
+    let addr = server.kinesis_addr();
     support::run_async(async {
         let mut client = server.client().await;
         // Three streams of 10 MiB: two for gRPC subscribers, one for consumers.
@@ -489,7 +474,7 @@ fn a_consumer_has_one_subscription_per_shard_until_a_newer_one_takes_over() {
             dir.path(),
             &[("SLUICE_BROKER_SUBSCRIPTION_TAKEOVER", takeover)],
         );
-        let addr = kinesis_addr(&server);
+        let addr = server.kinesis_addr();
         support::run_async(async {
             let mut client = server.client().await;
             support::create_active(&mut client, "s", 1).await;
@@ -519,7 +504,7 @@ fn with_counter(number: &str, counter: u64) -> String {
 fn a_starting_number_beyond_the_shards_end_is_refused_on_both_apis() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
-    let addr = kinesis_addr(&server);
+    let addr = server.kinesis_addr();
     support::run_async(async {
         let mut client = server.client().await;
         support::create_active(&mut client, "s", 1).await;

@@ -177,11 +177,19 @@ impl Server {
             let line = rx.recv_timeout(left).unwrap_or_else(|_| {
                 panic!("sluice did not report its address: {:?}", server.log())
             });
-            if let Some(addr) = grpc_addr(&line) {
+            if let Some(addr) = logged_addr(&line, "grpc_addr=") {
                 server.addr = addr;
                 return server;
             }
         }
+    }
+
+    /// The Kinesis listener's address, from the server's `listening` line.
+    pub fn kinesis_addr(&self) -> SocketAddr {
+        self.log()
+            .iter()
+            .find_map(|line| logged_addr(line, "kinesis_addr="))
+            .expect("the server logs its Kinesis address")
     }
 
     /// `http://IP:PORT`, for `--endpoint`.
@@ -626,9 +634,10 @@ fn read_in_background(
     })
 }
 
-/// The address in the server's `listening ... grpc_addr=IP:PORT` line.
-fn grpc_addr(line: &str) -> Option<SocketAddr> {
-    let rest = line.split("grpc_addr=").nth(1)?;
+/// The address after `key` (`grpc_addr=`, `kinesis_addr=`) in the server's
+/// `listening ... grpc_addr=IP:PORT kinesis_addr=IP:PORT` line.
+fn logged_addr(line: &str, key: &str) -> Option<SocketAddr> {
+    let rest = line.split(key).nth(1)?;
     rest.split_whitespace().next()?.parse().ok()
 }
 
