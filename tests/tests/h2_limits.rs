@@ -60,8 +60,7 @@ fn kinesis_h2_head(op: &str, content_length: usize) -> Request<()> {
 
 #[test]
 fn both_listeners_advertise_the_configured_stream_limit() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_with_env(dir.path(), &[("SLUICE_NETWORK_H2_STREAMS_MAX", "7")]);
+    let server = Server::start_temp(&[("SLUICE_NETWORK_H2_STREAMS_MAX", "7")]);
     support::run_async(async {
         let grpc = advertised_stream_limit(server.addr, grpc_head("ListStreams"), grpc_prefix(0));
         assert_eq!(grpc.await, 7);
@@ -129,18 +128,14 @@ async fn refusals_first(
 
 #[test]
 fn half_sent_uploads_are_charged_throttled_and_timed_out_while_others_are_served() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_with_env(
-        dir.path(),
-        &[
-            ("SLUICE_NETWORK_REQUEST_BYTES_IN_FLIGHT_MAX", "64MiB"),
-            (
-                "SLUICE_NETWORK_REQUEST_BYTES_IN_FLIGHT_PER_CLIENT_MAX",
-                "32MiB",
-            ),
-            ("SLUICE_NETWORK_BODY_TIMEOUT", "10s"),
-        ],
-    );
+    let server = Server::start_temp(&[
+        ("SLUICE_NETWORK_REQUEST_BYTES_IN_FLIGHT_MAX", "64MiB"),
+        (
+            "SLUICE_NETWORK_REQUEST_BYTES_IN_FLIGHT_PER_CLIENT_MAX",
+            "32MiB",
+        ),
+        ("SLUICE_NETWORK_BODY_TIMEOUT", "10s"),
+    ]);
     let kinesis = server.kinesis_addr();
     support::run_async(async {
         let mut client = server.client().await;
@@ -197,9 +192,8 @@ fn half_sent_uploads_are_charged_throttled_and_timed_out_while_others_are_served
 
 #[test]
 fn the_issues_half_sent_upload_attack_stays_within_the_budget() {
-    let dir = tempfile::tempdir().unwrap();
     // Default budgets (256 MiB, 64 MiB per client); a short body timeout ends the test.
-    let server = Server::start_with_env(dir.path(), &[("SLUICE_NETWORK_BODY_TIMEOUT", "10s")]);
+    let server = Server::start_temp(&[("SLUICE_NETWORK_BODY_TIMEOUT", "10s")]);
     let pid = server.pid();
     let kinesis = server.kinesis_addr();
     support::run_async(async {

@@ -26,8 +26,7 @@ fn many_members(n: usize) -> Vec<u8> {
 
 #[test]
 fn objects_with_100000_members_are_refused_and_others_are_served() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    let server = Server::start_temp(&[]);
     let kinesis = server.kinesis_addr();
     support::run_async(async {
         let body = many_members(100_000);
@@ -59,8 +58,7 @@ fn objects_with_100000_members_are_refused_and_others_are_served() {
 
 #[test]
 fn bodies_that_would_decode_into_huge_trees_are_refused_within_a_memory_bound() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    let server = Server::start_temp(&[]);
     let kinesis = server.kinesis_addr();
     let pid = server.pid();
     support::run_async(async {
@@ -98,8 +96,7 @@ fn bodies_that_would_decode_into_huge_trees_are_refused_within_a_memory_bound() 
 
 #[test]
 fn cbor_errors_are_sentences_not_debug_dumps() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    let server = Server::start_temp(&[]);
     let kinesis = server.kinesis_addr();
     support::run_async(async {
         for body in [
@@ -170,8 +167,7 @@ fn internal_failures_keep_data_directory_paths_out_of_replies() {
 
 #[test]
 fn requests_that_do_not_decode_are_invalid_arguments_with_a_reason() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    let server = Server::start_temp(&[]);
     support::run_async(async {
         let (mut send, conn) = h2_connect(server.addr, 1).await;
         conn.spawn();

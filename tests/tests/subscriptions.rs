@@ -363,15 +363,11 @@ fn subscriptions_of_a_deleted_stream_end_at_once_on_both_apis_and_release_its_fi
 #[test]
 fn stalled_subscribers_hold_no_more_than_the_budget_and_past_the_caps_are_refused() {
     const BUDGET: u64 = 16 << 20;
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_with_env(
-        dir.path(),
-        &[
-            ("SLUICE_LIMITS_SUBSCRIPTION_BUFFER_SIZE_MAX", "1MiB"),
-            ("SLUICE_LIMITS_SUBSCRIPTION_BUFFER_TOTAL_SIZE_MAX", "16MiB"),
-            ("SLUICE_LIMITS_SUBSCRIPTIONS_MAX", "61"),
-        ],
-    );
+    let server = Server::start_temp(&[
+        ("SLUICE_LIMITS_SUBSCRIPTION_BUFFER_SIZE_MAX", "1MiB"),
+        ("SLUICE_LIMITS_SUBSCRIPTION_BUFFER_TOTAL_SIZE_MAX", "16MiB"),
+        ("SLUICE_LIMITS_SUBSCRIPTIONS_MAX", "61"),
+    ]);
     let addr = server.kinesis_addr();
     support::run_async(async {
         let mut client = server.client().await;
@@ -469,11 +465,7 @@ async fn stalled_subscribe_to_shard(addr: SocketAddr, consumer_arn: &str) -> tok
 #[test]
 fn a_consumer_has_one_subscription_per_shard_until_a_newer_one_takes_over() {
     for (takeover, refused) in [("1h", true), ("0ms", false)] {
-        let dir = tempfile::tempdir().unwrap();
-        let server = Server::start_with_env(
-            dir.path(),
-            &[("SLUICE_BROKER_SUBSCRIPTION_TAKEOVER", takeover)],
-        );
+        let server = Server::start_temp(&[("SLUICE_BROKER_SUBSCRIPTION_TAKEOVER", takeover)]);
         let addr = server.kinesis_addr();
         support::run_async(async {
             let mut client = server.client().await;
@@ -502,8 +494,7 @@ fn with_counter(number: &str, counter: u64) -> String {
 
 #[test]
 fn a_starting_number_beyond_the_shards_end_is_refused_on_both_apis() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    let server = Server::start_temp(&[]);
     let addr = server.kinesis_addr();
     support::run_async(async {
         let mut client = server.client().await;
