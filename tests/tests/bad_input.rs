@@ -57,21 +57,6 @@ fn exchange(addr: SocketAddr, bytes: &[u8], half_close: bool, what: &str) -> Vec
     }
 }
 
-fn kinesis_addr(server: &Server) -> SocketAddr {
-    server
-        .log()
-        .iter()
-        .find_map(|line| {
-            line.split("kinesis_addr=")
-                .nth(1)?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .unwrap()
-}
-
 /// A Kinesis request whose Content-Length is its body's.
 fn http(target: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
     http_with_length(target, content_type, body, body.len())
@@ -104,7 +89,7 @@ fn status_line(answer: &[u8]) -> String {
 fn bad_requests_on_both_listeners_get_errors_and_the_server_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
-    let kinesis = kinesis_addr(&server);
+    let kinesis = server.kinesis_addr();
     let json = "application/x-amz-json-1.1";
     let cbor = "application/x-amz-cbor-1.1";
     let big = vec![b'{'; 64 * 1024];

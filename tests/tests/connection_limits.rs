@@ -17,12 +17,13 @@
 
 mod support;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use support::Server;
 use support::hostile::{
-    closed_within, connect_from, grpc_end, grpc_head, grpc_prefix, h2_connect, kinesis_addr,
-    kinesis_call, trickle_until_closed, try_kinesis_call_on,
+    closed_within, connect_from, grpc_end, grpc_head, grpc_prefix, h2_connect, kinesis_call,
+    trickle_until_closed, try_kinesis_call_on,
 };
 use tokio::io::AsyncWriteExt;
 
@@ -43,7 +44,7 @@ async fn try_admitted_kinesis_connection(
     server: &Server,
     source: u8,
 ) -> Option<tokio::net::TcpStream> {
-    let mut stream = connect_from(source, kinesis_addr(server)).await;
+    let mut stream = connect_from(source, server.kinesis_addr()).await;
     let request = support::hostile::kinesis_bytes("DescribeLimits", JSON, b"{}", 2);
     stream.write_all(&request).await.ok()?;
     let mut reply = Vec::new();
@@ -58,6 +59,18 @@ async fn try_admitted_kinesis_connection(
     }
     assert!(String::from_utf8_lossy(&reply).starts_with("HTTP/1.1 200"));
     Some(stream)
+}
+
+/// Whether a ListStreams call from client 1 on a fresh connection is answered 200 within
+/// 5 s (not closed, refused or left waiting).
+async fn serves_kinesis(kinesis: SocketAddr) -> bool {
+    let stream = connect_from(1, kinesis).await;
+    let reply = tokio::time::timeout(
+        Duration::from_secs(5),
+        try_kinesis_call_on(stream, "ListStreams", JSON, b"{}".to_vec()),
+    )
+    .await;
+    matches!(reply, Ok(Some(r)) if r.status == 200)
 }
 
 /// Retries `attempt` until it returns true, for at most [`BOUND`]: for states the server
@@ -79,15 +92,11 @@ where
 
 #[test]
 fn connections_past_the_caps_are_closed_while_other_clients_are_served() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_with_env(
-        dir.path(),
-        &[
-            ("SLUICE_NETWORK_CONNECTIONS_MAX", "6"),
-            ("SLUICE_NETWORK_CONNECTIONS_PER_CLIENT_MAX", "4"),
-        ],
-    );
-    let kinesis = kinesis_addr(&server);
+    let server = Server::start_temp(&[
+        ("SLUICE_NETWORK_CONNECTIONS_MAX", "6"),
+        ("SLUICE_NETWORK_CONNECTIONS_PER_CLIENT_MAX", "4"),
+    ]);
+    let kinesis = server.kinesis_addr();
     let grpc = server.addr;
     support::run_async(async {
         // One client takes its four connections; its fifth is closed at once.
@@ -121,16 +130,7 @@ fn connections_past_the_caps_are_closed_while_other_clients_are_served() {
         assert!(closed_within(&mut seventh_grpc, BOUND).await);
         // Once the first client lets go, new connections are served again.
         drop(held);
-        eventually(|| async {
-            let stream = connect_from(1, kinesis).await;
-            let reply = tokio::time::timeout(
-                Duration::from_secs(5),
-                try_kinesis_call_on(stream, "ListStreams", JSON, b"{}".to_vec()),
-            )
-            .await;
-            matches!(reply, Ok(Some(r)) if r.status == 200)
-        })
-        .await;
+        eventually(|| serves_kinesis(kinesis)).await;
         support::put(&mut client, "s", "k", b"still serving").await;
     });
     wait_for_log(&server, "connection refused: at its cap");
@@ -138,15 +138,11 @@ fn connections_past_the_caps_are_closed_while_other_clients_are_served() {
 
 #[test]
 fn slow_and_silent_clients_are_cut_at_the_header_timeout_on_both_listeners() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_with_env(
-        dir.path(),
-        &[
-            ("SLUICE_NETWORK_HEADER_READ_TIMEOUT", "1s"),
-            ("SLUICE_NETWORK_IDLE_TIMEOUT", "2s"),
-        ],
-    );
-    let kinesis = kinesis_addr(&server);
+    let server = Server::start_temp(&[
+        ("SLUICE_NETWORK_HEADER_READ_TIMEOUT", "1s"),
+        ("SLUICE_NETWORK_IDLE_TIMEOUT", "2s"),
+    ]);
+    let kinesis = server.kinesis_addr();
     let grpc = server.addr;
     support::run_async(async {
         // Headers trickled a byte every 100 ms: bytes keep moving, the request never ends.
@@ -190,15 +186,11 @@ fn slow_and_silent_clients_are_cut_at_the_header_timeout_on_both_listeners() {
 
 #[test]
 fn silent_connections_are_closed_at_the_idle_timeout() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_with_env(
-        dir.path(),
-        &[
-            ("SLUICE_NETWORK_HEADER_READ_TIMEOUT", "1s"),
-            ("SLUICE_NETWORK_IDLE_TIMEOUT", "1s"),
-        ],
-    );
-    let kinesis = kinesis_addr(&server);
+    let server = Server::start_temp(&[
+        ("SLUICE_NETWORK_HEADER_READ_TIMEOUT", "1s"),
+        ("SLUICE_NETWORK_IDLE_TIMEOUT", "1s"),
+    ]);
+    let kinesis = server.kinesis_addr();
     let grpc = server.addr;
     support::run_async(async {
         // An HTTP/1.1 keep-alive connection after its request.
@@ -223,10 +215,8 @@ fn silent_connections_are_closed_at_the_idle_timeout() {
 
 #[test]
 fn a_connection_flood_leaves_the_descriptors_segment_rolls_need() {
-    let dir = tempfile::tempdir().unwrap();
     // 300 descriptors in all, 200 kept for the data path: at most 100 connections.
-    let server = Server::start_with_open_files(
-        dir.path(),
+    let server = Server::start_temp_with_open_files(
         &[
             ("SLUICE_NETWORK_FD_RESERVE", "200"),
             ("SLUICE_NETWORK_CONNECTIONS_PER_CLIENT_MAX", "100000"),
@@ -234,7 +224,7 @@ fn a_connection_flood_leaves_the_descriptors_segment_rolls_need() {
         ],
         Some(300),
     );
-    let kinesis = kinesis_addr(&server);
+    let kinesis = server.kinesis_addr();
     support::run_async(async {
         let mut client = server.client().await;
         support::create_active(&mut client, "rolls", 4).await;
@@ -274,17 +264,15 @@ fn a_connection_flood_leaves_the_descriptors_segment_rolls_need() {
 
 #[test]
 fn a_server_out_of_descriptors_backs_off_instead_of_spinning_and_recovers() {
-    let dir = tempfile::tempdir().unwrap();
     // No reserve and no cap: the server runs out of descriptors on `accept` itself.
-    let server = Server::start_with_open_files(
-        dir.path(),
+    let server = Server::start_temp_with_open_files(
         &[
             ("SLUICE_NETWORK_FD_RESERVE", "0"),
             ("SLUICE_NETWORK_CONNECTIONS_PER_CLIENT_MAX", "100000"),
         ],
         Some(128),
     );
-    let kinesis = kinesis_addr(&server);
+    let kinesis = server.kinesis_addr();
     let pid = server.pid();
     support::run_async(async {
         let mut flood = Vec::new();
@@ -303,16 +291,7 @@ fn a_server_out_of_descriptors_backs_off_instead_of_spinning_and_recovers() {
             "{used} ms of CPU in 4 s while out of descriptors"
         );
         drop(flood);
-        eventually(|| async {
-            let stream = connect_from(1, kinesis).await;
-            let reply = tokio::time::timeout(
-                Duration::from_secs(5),
-                try_kinesis_call_on(stream, "ListStreams", JSON, b"{}".to_vec()),
-            )
-            .await;
-            matches!(reply, Ok(Some(r)) if r.status == 200)
-        })
-        .await;
+        eventually(|| serves_kinesis(kinesis)).await;
     });
     wait_for_log(&server, "cannot accept connections");
 }

@@ -263,40 +263,48 @@ async fn read_everything(client: &mut Client) -> (Vec<(String, pb::Record)>, Vec
     };
     for shard in shards.into_inner().shards {
         let position = support::position(pb::ShardIteratorType::TrimHorizon);
-        let mut next = match support::iterator(client, "c", &shard.shard_id, position).await {
+        let first = match support::iterator(client, "c", &shard.shard_id, position).await {
             Ok(it) => Some(it),
             Err(e) => {
                 errors.push(e.message().to_owned());
                 None
             }
         };
-        for _ in 0..10_000 {
-            let Some(shard_iterator) = next.take() else {
-                break;
-            };
-            let request = pb::GetRecordsRequest {
-                shard_iterator,
-                limit: Some(1000),
-            };
-            match client.get_records(request).await {
-                Ok(reply) => {
-                    let reply = reply.into_inner();
-                    let caught_up = reply.records.is_empty() && reply.millis_behind_latest == 0;
-                    records.extend(
-                        reply
-                            .records
-                            .into_iter()
-                            .map(|r| (shard.shard_id.clone(), r)),
-                    );
-                    if !caught_up {
-                        next = reply.next_shard_iterator;
-                    }
-                }
-                Err(e) => errors.push(e.message().to_owned()),
-            }
-        }
+        read_from(client, &shard.shard_id, first, &mut records, &mut errors).await;
     }
     (records, errors)
+}
+
+/// Reads `shard` from the iterator `first` (if any) until it has caught up, adding the
+/// records to `records` and the messages of failed reads to `errors`.
+async fn read_from(
+    client: &mut Client,
+    shard: &str,
+    first: Option<String>,
+    records: &mut Vec<(String, pb::Record)>,
+    errors: &mut Vec<String>,
+) {
+    let mut next = first;
+    for _ in 0..10_000 {
+        let Some(shard_iterator) = next.take() else {
+            break;
+        };
+        let request = pb::GetRecordsRequest {
+            shard_iterator,
+            limit: Some(1000),
+        };
+        match client.get_records(request).await {
+            Ok(reply) => {
+                let reply = reply.into_inner();
+                let caught_up = reply.records.is_empty() && reply.millis_behind_latest == 0;
+                records.extend(reply.records.into_iter().map(|r| (shard.to_owned(), r)));
+                if !caught_up {
+                    next = reply.next_shard_iterator;
+                }
+            }
+            Err(e) => errors.push(e.message().to_owned()),
+        }
+    }
 }
 
 #[test]
@@ -500,33 +508,14 @@ async fn read_everything_of(
     client: &mut Client,
     stream: &str,
 ) -> (Vec<(String, pb::Record)>, Vec<String>) {
-    let shard = "shardId-000000000000".to_owned();
+    let shard = "shardId-000000000000";
     let position = support::position(pb::ShardIteratorType::TrimHorizon);
     let mut records = Vec::new();
     let mut errors = Vec::new();
-    let mut next = support::iterator(client, stream, &shard, position)
+    let first = support::iterator(client, stream, shard, position)
         .await
         .ok();
-    for _ in 0..10_000 {
-        let Some(shard_iterator) = next.take() else {
-            break;
-        };
-        let request = pb::GetRecordsRequest {
-            shard_iterator,
-            limit: Some(1000),
-        };
-        match client.get_records(request).await {
-            Ok(reply) => {
-                let reply = reply.into_inner();
-                let caught_up = reply.records.is_empty() && reply.millis_behind_latest == 0;
-                records.extend(reply.records.into_iter().map(|r| (shard.clone(), r)));
-                if !caught_up {
-                    next = reply.next_shard_iterator;
-                }
-            }
-            Err(e) => errors.push(e.message().to_owned()),
-        }
-    }
+    read_from(client, shard, first, &mut records, &mut errors).await;
     (records, errors)
 }
 

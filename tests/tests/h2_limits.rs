@@ -20,8 +20,8 @@ use bytes::Bytes;
 use hyper::Request;
 use support::Server;
 use support::hostile::{
-    GrpcEnd, H2Conn, grpc_end, grpc_head, grpc_prefix, h2_connect, kinesis_addr, kinesis_call,
-    kinesis_head_only, status_kib,
+    GrpcEnd, H2Conn, grpc_end, grpc_head, grpc_prefix, h2_connect, kinesis_call, kinesis_head_only,
+    status_kib,
 };
 
 const JSON: &str = "application/x-amz-json-1.1";
@@ -60,13 +60,12 @@ fn kinesis_h2_head(op: &str, content_length: usize) -> Request<()> {
 
 #[test]
 fn both_listeners_advertise_the_configured_stream_limit() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_with_env(dir.path(), &[("SLUICE_NETWORK_H2_STREAMS_MAX", "7")]);
+    let server = Server::start_temp(&[("SLUICE_NETWORK_H2_STREAMS_MAX", "7")]);
     support::run_async(async {
         let grpc = advertised_stream_limit(server.addr, grpc_head("ListStreams"), grpc_prefix(0));
         assert_eq!(grpc.await, 7);
         let kinesis = advertised_stream_limit(
-            kinesis_addr(&server),
+            server.kinesis_addr(),
             kinesis_h2_head("ListStreams", 2),
             Bytes::from_static(b"{}"),
         );
@@ -129,19 +128,15 @@ async fn refusals_first(
 
 #[test]
 fn half_sent_uploads_are_charged_throttled_and_timed_out_while_others_are_served() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_with_env(
-        dir.path(),
-        &[
-            ("SLUICE_NETWORK_REQUEST_BYTES_IN_FLIGHT_MAX", "64MiB"),
-            (
-                "SLUICE_NETWORK_REQUEST_BYTES_IN_FLIGHT_PER_CLIENT_MAX",
-                "32MiB",
-            ),
-            ("SLUICE_NETWORK_BODY_TIMEOUT", "10s"),
-        ],
-    );
-    let kinesis = kinesis_addr(&server);
+    let server = Server::start_temp(&[
+        ("SLUICE_NETWORK_REQUEST_BYTES_IN_FLIGHT_MAX", "64MiB"),
+        (
+            "SLUICE_NETWORK_REQUEST_BYTES_IN_FLIGHT_PER_CLIENT_MAX",
+            "32MiB",
+        ),
+        ("SLUICE_NETWORK_BODY_TIMEOUT", "10s"),
+    ]);
+    let kinesis = server.kinesis_addr();
     support::run_async(async {
         let mut client = server.client().await;
         support::create_active(&mut client, "s", 1).await;
@@ -197,11 +192,10 @@ fn half_sent_uploads_are_charged_throttled_and_timed_out_while_others_are_served
 
 #[test]
 fn the_issues_half_sent_upload_attack_stays_within_the_budget() {
-    let dir = tempfile::tempdir().unwrap();
     // Default budgets (256 MiB, 64 MiB per client); a short body timeout ends the test.
-    let server = Server::start_with_env(dir.path(), &[("SLUICE_NETWORK_BODY_TIMEOUT", "10s")]);
+    let server = Server::start_temp(&[("SLUICE_NETWORK_BODY_TIMEOUT", "10s")]);
     let pid = server.pid();
-    let kinesis = kinesis_addr(&server);
+    let kinesis = server.kinesis_addr();
     support::run_async(async {
         let mut client = server.client().await;
         support::create_active(&mut client, "s", 1).await;

@@ -13,9 +13,7 @@
 mod support;
 
 use support::Server;
-use support::hostile::{
-    grpc_end, grpc_head, grpc_prefix, h2_connect, kinesis_addr, kinesis_call, status_kib,
-};
+use support::hostile::{grpc_end, grpc_head, grpc_prefix, h2_connect, kinesis_call, status_kib};
 
 const JSON: &str = "application/x-amz-json-1.1";
 const CBOR: &str = "application/x-amz-cbor-1.1";
@@ -28,9 +26,8 @@ fn many_members(n: usize) -> Vec<u8> {
 
 #[test]
 fn objects_with_100000_members_are_refused_and_others_are_served() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
-    let kinesis = kinesis_addr(&server);
+    let server = Server::start_temp(&[]);
+    let kinesis = server.kinesis_addr();
     support::run_async(async {
         let body = many_members(100_000);
         assert!(body.len() > 1 << 20);
@@ -61,9 +58,8 @@ fn objects_with_100000_members_are_refused_and_others_are_served() {
 
 #[test]
 fn bodies_that_would_decode_into_huge_trees_are_refused_within_a_memory_bound() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
-    let kinesis = kinesis_addr(&server);
+    let server = Server::start_temp(&[]);
+    let kinesis = server.kinesis_addr();
     let pid = server.pid();
     support::run_async(async {
         let before_kib = status_kib(pid, "VmHWM");
@@ -100,9 +96,8 @@ fn bodies_that_would_decode_into_huge_trees_are_refused_within_a_memory_bound() 
 
 #[test]
 fn cbor_errors_are_sentences_not_debug_dumps() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
-    let kinesis = kinesis_addr(&server);
+    let server = Server::start_temp(&[]);
+    let kinesis = server.kinesis_addr();
     support::run_async(async {
         for body in [
             &b"\xa1\x6dShardIterator\x78\xff"[..],
@@ -124,7 +119,7 @@ fn cbor_errors_are_sentences_not_debug_dumps() {
 fn internal_failures_keep_data_directory_paths_out_of_replies() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
-    let kinesis = kinesis_addr(&server);
+    let kinesis = server.kinesis_addr();
     let data_dir = dir.path().display().to_string();
     support::run_async(async {
         let reply = kinesis_call(
@@ -172,8 +167,7 @@ fn internal_failures_keep_data_directory_paths_out_of_replies() {
 
 #[test]
 fn requests_that_do_not_decode_are_invalid_arguments_with_a_reason() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    let server = Server::start_temp(&[]);
     support::run_async(async {
         let (mut send, conn) = h2_connect(server.addr, 1).await;
         conn.spawn();

@@ -57,21 +57,6 @@ fn subscribe_request(stream: &str, kind: pb::ShardIteratorType) -> pb::Subscribe
     }
 }
 
-fn kinesis_addr(server: &Server) -> SocketAddr {
-    server
-        .log()
-        .iter()
-        .find_map(|line| {
-            line.split("kinesis_addr=")
-                .nth(1)?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .unwrap()
-}
-
 fn stream_arn(stream: &str) -> String {
     format!("arn:aws:kinesis:us-east-1:000000000000:stream/{stream}")
 }
@@ -315,7 +300,7 @@ async fn settled_rss_anon(pid: u32) -> u64 {
 fn subscriptions_of_a_deleted_stream_end_at_once_on_both_apis_and_release_its_files() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
-    let addr = kinesis_addr(&server);
+    let addr = server.kinesis_addr();
     support::run_async(async {
         let mut client = server.client().await;
         fill(&mut client, "doomed", 4).await;
@@ -332,14 +317,8 @@ fn subscriptions_of_a_deleted_stream_end_at_once_on_both_apis_and_release_its_fi
         let consumer = register_consumer(addr, "doomed", "app").await;
         let mut kinesis_waiting = subscribe_to_shard(addr, &consumer, "LATEST").await.unwrap();
         // From the start, on a connection whose client never reads.
-        let stalled_channel = Endpoint::from_shared(server.endpoint())
-            .unwrap()
-            .initial_stream_window_size(65_535)
-            .initial_connection_window_size(65_535)
-            .connect()
+        let _stalled = small_window_client(&server)
             .await
-            .unwrap();
-        let _stalled = pb::sluice_client::SluiceClient::new(stalled_channel)
             .subscribe(subscribe_request(
                 "doomed",
                 pb::ShardIteratorType::TrimHorizon,
@@ -378,16 +357,12 @@ fn subscriptions_of_a_deleted_stream_end_at_once_on_both_apis_and_release_its_fi
 #[test]
 fn stalled_subscribers_hold_no_more_than_the_budget_and_past_the_caps_are_refused() {
     const BUDGET: u64 = 16 << 20;
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_with_env(
-        dir.path(),
-        &[
-            ("SLUICE_LIMITS_SUBSCRIPTION_BUFFER_SIZE_MAX", "1MiB"),
-            ("SLUICE_LIMITS_SUBSCRIPTION_BUFFER_TOTAL_SIZE_MAX", "16MiB"),
-            ("SLUICE_LIMITS_SUBSCRIPTIONS_MAX", "61"),
-        ],
-    );
-    let addr = kinesis_addr(&server);
+    let server = Server::start_temp(&[
+        ("SLUICE_LIMITS_SUBSCRIPTION_BUFFER_SIZE_MAX", "1MiB"),
+        ("SLUICE_LIMITS_SUBSCRIPTION_BUFFER_TOTAL_SIZE_MAX", "16MiB"),
+        ("SLUICE_LIMITS_SUBSCRIPTIONS_MAX", "61"),
+    ]);
+    let addr = server.kinesis_addr();
     support::run_async(async {
         let mut client = server.client().await;
         // Three streams of 10 MiB: two for gRPC subscribers, one for consumers.
@@ -397,14 +372,7 @@ fn stalled_subscribers_hold_no_more_than_the_budget_and_past_the_caps_are_refuse
         support::create_active(&mut client, "spare", 1).await;
         let before = settled_rss_anon(server.pid()).await;
         // 40 gRPC subscribers that never read, on one connection with small windows.
-        let channel = Endpoint::from_shared(server.endpoint())
-            .unwrap()
-            .initial_stream_window_size(65_535)
-            .initial_connection_window_size(65_535)
-            .connect()
-            .await
-            .unwrap();
-        let mut stalled = pb::sluice_client::SluiceClient::new(channel);
+        let mut stalled = small_window_client(&server).await;
         let mut held = Vec::new();
         for stream in ["g0", "g1"] {
             for _ in 0..20 {
@@ -435,31 +403,38 @@ fn stalled_subscribers_hold_no_more_than_the_budget_and_past_the_caps_are_refuse
             after >> 20
         );
         // g0 has its 20: one more is refused.
-        let refused = client
-            .subscribe(subscribe_request("g0", pb::ShardIteratorType::TrimHorizon))
-            .await
-            .unwrap_err();
-        assert_status(&refused, Code::ResourceExhausted, "LimitExceededException");
-        assert!(
-            refused.message().contains("subscriptions_per_shard_max"),
-            "{refused:?}"
-        );
+        let request = subscribe_request("g0", pb::ShardIteratorType::TrimHorizon);
+        assert_over_limit(&mut client, request, "subscriptions_per_shard_max").await;
         // 60 open, the most is 61: one more anywhere, then none.
         let _last = client
             .subscribe(subscribe_request("spare", pb::ShardIteratorType::Latest))
             .await
             .unwrap();
-        let refused = client
-            .subscribe(subscribe_request("spare", pb::ShardIteratorType::Latest))
-            .await
-            .unwrap_err();
-        assert_status(&refused, Code::ResourceExhausted, "LimitExceededException");
-        assert!(
-            refused.message().contains("subscriptions_max"),
-            "{refused:?}"
-        );
+        let request = subscribe_request("spare", pb::ShardIteratorType::Latest);
+        assert_over_limit(&mut client, request, "subscriptions_max").await;
         drop((held, sockets));
     });
+}
+
+/// A gRPC client on a connection of its own with the smallest HTTP/2 windows (64 KiB), so
+/// a subscription it never reads stalls the server's sending at once.
+async fn small_window_client(server: &Server) -> Client {
+    let channel = Endpoint::from_shared(server.endpoint())
+        .unwrap()
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .connect()
+        .await
+        .unwrap();
+    pb::sluice_client::SluiceClient::new(channel)
+}
+
+/// Subscribes with `request`, which must be refused as a LimitExceededException that
+/// names the `setting` it is over.
+async fn assert_over_limit(client: &mut Client, request: pb::SubscribeRequest, setting: &str) {
+    let refused = client.subscribe(request).await.unwrap_err();
+    assert_status(&refused, Code::ResourceExhausted, "LimitExceededException");
+    assert!(refused.message().contains(setting), "{refused:?}");
 }
 
 /// A SubscribeToShard whose client reads the reply's head (a 200) and nothing more, on a
@@ -484,12 +459,8 @@ async fn stalled_subscribe_to_shard(addr: SocketAddr, consumer_arn: &str) -> tok
 #[test]
 fn a_consumer_has_one_subscription_per_shard_until_a_newer_one_takes_over() {
     for (takeover, refused) in [("1h", true), ("0ms", false)] {
-        let dir = tempfile::tempdir().unwrap();
-        let server = Server::start_with_env(
-            dir.path(),
-            &[("SLUICE_BROKER_SUBSCRIPTION_TAKEOVER", takeover)],
-        );
-        let addr = kinesis_addr(&server);
+        let server = Server::start_temp(&[("SLUICE_BROKER_SUBSCRIPTION_TAKEOVER", takeover)]);
+        let addr = server.kinesis_addr();
         support::run_async(async {
             let mut client = server.client().await;
             support::create_active(&mut client, "s", 1).await;
@@ -517,9 +488,8 @@ fn with_counter(number: &str, counter: u64) -> String {
 
 #[test]
 fn a_starting_number_beyond_the_shards_end_is_refused_on_both_apis() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
-    let addr = kinesis_addr(&server);
+    let server = Server::start_temp(&[]);
+    let addr = server.kinesis_addr();
     support::run_async(async {
         let mut client = server.client().await;
         support::create_active(&mut client, "s", 1).await;

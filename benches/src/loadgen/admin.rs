@@ -96,44 +96,30 @@ async fn admin_loop(
     let mut files = Stats::new("files-gone");
     let started = Instant::now();
     let mut cycles = 0u64;
+    // A second handle on the same connection makes the calls while `c` waits for them.
+    let mut admin = c.clone();
     while TokioInstant::now() < deadline {
         let name = format!("bench-admin-{cycles}");
-        let t = Instant::now();
+        let active_status = Some(pb::StreamStatus::Active);
         let create = pb::CreateStreamRequest {
             stream_name: name.clone(),
             shard_count: shards,
             ..Default::default()
         };
-        timed(&mut calls, c.create_stream(create)).await?;
-        wait(
-            &mut c,
-            &name,
-            Some(pb::StreamStatus::Active),
-            t,
-            &mut active,
-        )
-        .await?;
+        let call = admin.create_stream(create);
+        change(call, &mut c, &name, active_status, &mut calls, &mut active).await?;
         fill(&mut c, &name, records).await?;
-        let t = Instant::now();
         let resize = pb::UpdateShardCountRequest {
             stream_name: name.clone(),
             target_shard_count: target,
         };
-        timed(&mut calls, c.update_shard_count(resize)).await?;
-        wait(
-            &mut c,
-            &name,
-            Some(pb::StreamStatus::Active),
-            t,
-            &mut resized,
-        )
-        .await?;
-        let t = Instant::now();
+        let call = admin.update_shard_count(resize);
+        change(call, &mut c, &name, active_status, &mut calls, &mut resized).await?;
         let delete = pb::DeleteStreamRequest {
             stream_name: name.clone(),
         };
-        timed(&mut calls, c.delete_stream(delete)).await?;
-        wait(&mut c, &name, None, t, &mut gone).await?;
+        let call = admin.delete_stream(delete);
+        let t = change(call, &mut c, &name, None, &mut calls, &mut gone).await?;
         if let Some(dir) = &data_dir {
             wait_files_removed(dir, t, &mut files).await?;
         }
@@ -147,6 +133,23 @@ async fn admin_loop(
         stats.push(files);
     }
     Ok((cycles, stats))
+}
+
+/// One administrative change of stream `name`: `call` (its answer timed into `calls`),
+/// then the wait until the stream is in state `want` (`None`: gone), timed from before
+/// the call into `carried_out`. Returns when the call was made.
+async fn change<T>(
+    call: impl std::future::Future<Output = Result<T, tonic::Status>>,
+    c: &mut Grpc,
+    name: &str,
+    want: Option<pb::StreamStatus>,
+    calls: &mut Stats,
+    carried_out: &mut Stats,
+) -> Result<Instant> {
+    let t = Instant::now();
+    timed(calls, call).await?;
+    wait(c, name, want, t, carried_out).await?;
+    Ok(t)
 }
 
 /// Waits until the server's `streams/` directory holds one entry (the bench stream's),

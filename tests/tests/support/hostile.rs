@@ -14,24 +14,6 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-use super::Server;
-
-/// The Kinesis listener's address, from the server's `listening` line.
-pub fn kinesis_addr(server: &Server) -> SocketAddr {
-    server
-        .log()
-        .iter()
-        .find_map(|line| {
-            line.split("kinesis_addr=")
-                .nth(1)?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .expect("the server logs its Kinesis address")
-}
-
 /// A TCP connection to `addr` from the loopback address `127.0.0.<source>`.
 pub async fn connect_from(source: u8, addr: SocketAddr) -> TcpStream {
     let socket = TcpSocket::new_v4().unwrap();

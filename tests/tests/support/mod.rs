@@ -104,6 +104,8 @@ pub struct Server {
     /// The bound gRPC address.
     pub addr: SocketAddr,
     log: Arc<Mutex<Vec<String>>>,
+    /// The data dir [`Server::start_temp`] made; removed after the process is killed.
+    temp_dir: Option<tempfile::TempDir>,
 }
 
 impl Server {
@@ -115,6 +117,20 @@ impl Server {
     /// Starts `sluice` on `data_dir` with extra `SLUICE_*` environment settings.
     pub fn start_with_env(data_dir: &Path, env: &[(&str, &str)]) -> Server {
         Server::start_with_open_files(data_dir, env, None)
+    }
+
+    /// Starts `sluice` with extra settings on a temporary data dir that lives as long as
+    /// the server, for tests that never look at the files.
+    pub fn start_temp(env: &[(&str, &str)]) -> Server {
+        Server::start_temp_with_open_files(env, None)
+    }
+
+    /// [`Server::start_temp`] with an open-files limit, as [`Server::start_with_open_files`].
+    pub fn start_temp_with_open_files(env: &[(&str, &str)], open_files_max: Option<u64>) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = Server::start_with_open_files(dir.path(), env, open_files_max);
+        server.temp_dir = Some(dir);
+        server
     }
 
     /// Starts `sluice` with extra settings and, if given, an open-files limit (soft and
@@ -170,6 +186,7 @@ impl Server {
             child: Some(child),
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             log,
+            temp_dir: None,
         };
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
@@ -177,11 +194,19 @@ impl Server {
             let line = rx.recv_timeout(left).unwrap_or_else(|_| {
                 panic!("sluice did not report its address: {:?}", server.log())
             });
-            if let Some(addr) = grpc_addr(&line) {
+            if let Some(addr) = logged_addr(&line, "grpc_addr=") {
                 server.addr = addr;
                 return server;
             }
         }
+    }
+
+    /// The Kinesis listener's address, from the server's `listening` line.
+    pub fn kinesis_addr(&self) -> SocketAddr {
+        self.log()
+            .iter()
+            .find_map(|line| logged_addr(line, "kinesis_addr="))
+            .expect("the server logs its Kinesis address")
     }
 
     /// `http://IP:PORT`, for `--endpoint`.
@@ -626,9 +651,10 @@ fn read_in_background(
     })
 }
 
-/// The address in the server's `listening ... grpc_addr=IP:PORT` line.
-fn grpc_addr(line: &str) -> Option<SocketAddr> {
-    let rest = line.split("grpc_addr=").nth(1)?;
+/// The address after `key` (`grpc_addr=`, `kinesis_addr=`) in the server's
+/// `listening ... grpc_addr=IP:PORT kinesis_addr=IP:PORT` line.
+fn logged_addr(line: &str, key: &str) -> Option<SocketAddr> {
+    let rest = line.split(key).nth(1)?;
     rest.split_whitespace().next()?.parse().ok()
 }
 

@@ -161,6 +161,14 @@ impl Tally {
 /// A named tally, as the attacks return them.
 pub type Tallies = Vec<(String, Arc<Tally>)>;
 
+/// `named` as [`Tallies`].
+fn tallies<const N: usize>(named: [(&str, Arc<Tally>); N]) -> Tallies {
+    named
+        .into_iter()
+        .map(|(name, tally)| (name.to_owned(), tally))
+        .collect()
+}
+
 /// A JSON object of `keys` distinct members (`{"k0":0,"k1":0,...}`; 100,000 make ~1 MiB).
 pub fn json_keys_body(keys: usize) -> Bytes {
     let mut s = String::with_capacity(keys * 11 + 2);
@@ -234,7 +242,7 @@ pub async fn json_keys(
     let tally = Arc::new(Tally::default());
     let bodies = vec![(JSON, json_keys_body(keys), tally.clone())];
     flood(&ports.kinesis, ports.source, bodies, concurrency, deadline).await;
-    vec![("json-keys".to_owned(), tally)]
+    tallies([("json-keys", tally)])
 }
 
 /// Item 2: small bodies that decode into huge trees (CBOR and JSON, alternating).
@@ -250,10 +258,7 @@ pub async fn amplify(
         (JSON, json_empty_arrays_body(bytes), json.clone()),
     ];
     flood(&ports.kinesis, ports.source, bodies, concurrency, deadline).await;
-    vec![
-        ("cbor-items".to_owned(), cbor),
-        ("json-arrays".to_owned(), json),
-    ]
+    tallies([("cbor-items", cbor), ("json-arrays", json)])
 }
 
 /// One POST of `body` on a new HTTP/1.1 connection, waiting for the status until `deadline`.
@@ -378,10 +383,7 @@ pub async fn connections(ports: &Ports, idle: usize, slow: usize, deadline: Inst
         set.spawn(hold(tcp, pattern, tally, deadline));
     }
     while set.join_next().await.is_some() {}
-    vec![
-        ("idle".to_owned(), idle_t),
-        ("slowloris".to_owned(), slow_t),
-    ]
+    tallies([("idle", idle_t), ("slowloris", slow_t)])
 }
 
 /// Keeps `tcp` open until `deadline`, sending `pattern` (then `a`s) a byte at a time if
@@ -440,7 +442,7 @@ pub async fn half_uploads(
             deadline
         ),
     );
-    vec![("h2-kinesis".to_owned(), k), ("h2-grpc".to_owned(), g)]
+    tallies([("h2-kinesis", k), ("h2-grpc", g)])
 }
 
 async fn h2_half_uploads(
@@ -620,10 +622,7 @@ pub async fn stalled_subscribers(
         grpc_stalled(to, ports.source, grpc, deadline),
         kinesis_stalled(ports, to, kinesis, deadline),
     );
-    vec![
-        ("subscribe-grpc".to_owned(), g),
-        ("subscribe-kinesis".to_owned(), k),
-    ]
+    tallies([("subscribe-grpc", g), ("subscribe-kinesis", k)])
 }
 
 async fn grpc_stalled(
