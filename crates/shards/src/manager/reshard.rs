@@ -350,19 +350,27 @@ fn intermediates(job: &PendingReshard) -> impl Iterator<Item = ShardId> + '_ {
 }
 
 impl ShardManager {
-    /// Seals every parent, in plan order, and returns `(shard, ending sequence)` pairs;
-    /// stops at the first failure, or with `None` when asked to stop (the caller unseals
-    /// them all either way).
+    /// Seals every parent, several at once, and returns `(shard, ending sequence)` pairs in
+    /// plan order; an error if any seal failed, `None` when asked to stop (the caller
+    /// unseals them all either way).
     fn seal_all(
         &self,
         parents: &[(ShardId, Arc<ShardLog>)],
     ) -> Result<Option<Vec<(ShardId, SeqNo)>>> {
-        let mut ends = Vec::with_capacity(parents.len());
-        for (id, slot) in parents {
+        // Side by side: a put routed to a parent sealed early waits for the commit, so the
+        // time from the first seal to the commit is what those puts wait.
+        let sealed = super::side_by_side(parents, |(id, slot)| {
             if self.is_stopping() {
                 return Ok(None);
             }
-            ends.push((*id, slot.seal()?));
+            slot.seal().map(|end| Some((*id, end)))
+        });
+        let mut ends = Vec::with_capacity(parents.len());
+        for seal in sealed {
+            match seal? {
+                Some(end) => ends.push(end),
+                None => return Ok(None),
+            }
         }
         Ok(Some(ends))
     }

@@ -8,6 +8,7 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use sluice_storage::fs::FileSystem;
 use sluice_storage::{Log, RecoveryStats, SegmentCache, SyncScheduler, TimestampMs};
 
+use super::side_by_side;
 use super::slot::ShardLog;
 use super::{
     Inner, LOST_FOUND_DIR, ManagerConfig, ShardManager, StreamLogs, parse_stream_dir_name,
@@ -115,7 +116,7 @@ impl ShardManager {
                 ShardLog::absent(&files, sh.id(), sh.closed().is_some()),
             );
         }
-        let opened = open_side_by_side(&with_logs, |sh| self.open_shard_log(s, sh, &files));
+        let opened = side_by_side(&with_logs, |sh| self.open_shard_log(s, sh, &files));
         for (sh, log) in with_logs.iter().zip(opened) {
             logs.insert(sh.id(), ShardLog::open(&files, sh.id(), log?));
         }
@@ -287,46 +288,6 @@ impl ShardManager {
         }
         Ok(total)
     }
-}
-
-/// Logs opened at once at start-up. Recovering a log after a crash syncs its new recovery
-/// point and index files (about a millisecond each, mostly waiting on the disk), so 10,000
-/// logs one after another took 9 s; side by side the disk serves several syncs at once.
-const START_UP_OPENS_AT_ONCE: usize = 8;
-
-/// `open` applied to every item, on up to [`START_UP_OPENS_AT_ONCE`] threads; results in
-/// item order.
-fn open_side_by_side<T: Sync, R: Send>(items: &[T], open: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let threads = START_UP_OPENS_AT_ONCE.min(items.len());
-    if threads <= 1 {
-        return items.iter().map(&open).collect();
-    }
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let mut results: Vec<(usize, R)> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut done = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(item) = items.get(i) else {
-                            return done;
-                        };
-                        done.push((i, open(item)));
-                    }
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| {
-                w.join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
-    });
-    results.sort_by_key(|(i, _)| *i);
-    results.into_iter().map(|(_, r)| r).collect()
 }
 
 /// Logs what recovering the shard logs did, once for the whole data directory: at error
