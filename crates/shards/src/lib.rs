@@ -34,7 +34,7 @@ pub use hash_range::{HashKey, HashRange, uniform_layout};
 pub use lineage::{ShardClose, ShardId, ShardInfo, ShardState};
 pub use manager::{
     LOST_FOUND_DIR, ManagerConfig, Route, RouteKey, ShardHandle, ShardManager, TickReport,
-    UpdateShardCountOutput, WorkReport,
+    UpdateShardCountOutput, WorkReport, side_by_side,
 };
 pub use stream::{
     CreateStream, RECORD_SIZE_KIB_MAX, RECORD_SIZE_KIB_MIN, RETENTION_HOURS_MAX,
