@@ -48,9 +48,12 @@
 
 mod admin;
 mod reshard;
+mod side_by_side;
 mod slot;
 mod startup;
 mod work;
+
+pub use side_by_side::side_by_side;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -849,96 +852,6 @@ fn parse_stream_dir_name(name: &str) -> Option<u64> {
 /// Where start-up sets aside shard directories holding records the catalogue does not name.
 pub const LOST_FOUND_DIR: &str = "lost+found";
 
-/// Logs opened, sealed or closed at once. Recovering a log after a crash syncs its new
-/// recovery point and index files, sealing one syncs its data and its seal marker, and
-/// closing one its data and its recovery point (about a millisecond each, mostly waiting
-/// on the disk), so 10,000 logs one after another took 9 s to open and 43 s to close;
-/// side by side the disk serves several syncs at once.
-const LOGS_AT_ONCE: usize = 8;
-
-/// `open` applied to every item, on up to [`LOGS_AT_ONCE`] threads; results in item order.
-pub fn side_by_side<T: Sync, R: Send>(items: &[T], open: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let threads = LOGS_AT_ONCE.min(items.len());
-    if threads <= 1 {
-        return items.iter().map(&open).collect();
-    }
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let mut results: Vec<(usize, R)> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut done = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(item) = items.get(i) else {
-                            return done;
-                        };
-                        done.push((i, open(item)));
-                    }
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| {
-                w.join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
-    });
-    results.sort_by_key(|(i, _)| *i);
-    results.into_iter().map(|(_, r)| r).collect()
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-    use crate::CreateStream;
-    use sluice_storage::{SegmentCache, SimFs};
-
-    #[test]
-    fn try_route_agrees_with_route_and_refuses_while_the_catalogue_is_held() {
-        let now = TimestampMs(1_000);
-        let m = ShardManager::open(
-            SimFs::new().shared(),
-            Path::new("/data"),
-            ManagerConfig::default(),
-            SegmentCache::new(8),
-            now,
-        )
-        .unwrap();
-        m.create_stream(&CreateStream::new("s", 4), now).unwrap();
-        assert!(
-            m.try_route("s", RouteKey::PartitionKey(b"k"), now)
-                .is_none(),
-            "a shard never used has no log to append to without waiting"
-        );
-        for i in 0..64u32 {
-            let key = format!("key-{i}");
-            let a = m
-                .route("s", RouteKey::PartitionKey(key.as_bytes()), now)
-                .unwrap();
-            let b = m
-                .try_route("s", RouteKey::PartitionKey(key.as_bytes()), now)
-                .unwrap()
-                .unwrap();
-            assert_eq!((a.shard, a.hash_key), (b.shard, b.hash_key));
-            assert!(Arc::ptr_eq(&a.log, &b.log));
-        }
-        assert!(matches!(
-            m.try_route("nope", RouteKey::PartitionKey(b"k"), now),
-            Some(Err(Error::ResourceNotFound(_)))
-        ));
-        let held = m.write();
-        assert!(
-            m.try_route("s", RouteKey::PartitionKey(b"k"), now)
-                .is_none()
-        );
-        drop(held);
-        assert!(
-            m.try_route("s", RouteKey::PartitionKey(b"k"), now)
-                .is_some()
-        );
-    }
-}
+mod tests;
