@@ -223,11 +223,9 @@ impl Broker {
     /// files are removed in the background.
     pub async fn delete_stream(&self, name: &str) -> Result<()> {
         let (m, name) = (self.manager.clone(), name.to_owned());
-        let uid = {
-            let (m, name) = (m.clone(), name.clone());
-            blocking(move || Ok(m.describe_stream_page(&name, None, 0, now_ms())?.0.uid)).await?
-        };
-        blocking(move || Ok(m.delete_stream(&name, now_ms())?)).await?;
+        // The uid of the stream this call deleted (one looked up before could be of a
+        // stream deleted and created again in between).
+        let uid = blocking(move || Ok(m.delete_stream(&name, now_ms())?)).await?;
         self.admin_worker.wake();
         // Nothing is written to or read from a DELETING stream, so its per-shard state
         // goes now (a put in flight keeps its own reference), and its subscriptions end.

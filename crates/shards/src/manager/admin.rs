@@ -57,8 +57,9 @@ impl ShardManager {
 
     /// DeleteStream: DELETING now, purged after the status delay (at once with none) by
     /// [`ShardManager::run_pending`] or [`ShardManager::tick`]. The purge is one journal
-    /// event; the stream's files are removed afterwards, in the background.
-    pub fn delete_stream(&self, name: &str, now: TimestampMs) -> Result<()> {
+    /// event; the stream's files are removed afterwards, in the background. Returns the
+    /// deleted stream's uid.
+    pub fn delete_stream(&self, name: &str, now: TimestampMs) -> Result<u64> {
         let mut journal = self.admin_ok()?;
         let uid = {
             let inner = self.read();
@@ -79,7 +80,7 @@ impl ShardManager {
         if self.config.status_delay_ms == 0 {
             self.purge_locked(&mut journal, uid)?;
         }
-        Ok(())
+        Ok(uid)
     }
 
     /// IncreaseStreamRetentionPeriod: `hours` must not be shorter than the current period.
